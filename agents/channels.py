@@ -1,0 +1,57 @@
+"""The channel port: what the core needs from a chat platform, implemented by `bot/` adapters.
+
+The core never sees a Slack or Teams object: it asks a `Channel` to post, to show that a member
+is working, or to look up a person. Every post carries an effect id, so after a crash the core
+can ask whether that exact post already landed before posting again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from agents.messages import Button, UserInfo
+
+
+class ChannelError(Exception):
+    """The platform refused or failed a call; `code` is its short error name."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+
+
+class Channel(Protocol):
+    """One member's connection to one platform."""
+
+    platform: str
+
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        effect_id: str | None = None,
+        buttons: Sequence[Button] = (),
+    ) -> str:
+        """Post a message and return its platform id (Slack `ts`)."""
+        ...
+
+    async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
+        """The id of an earlier post carrying `effect_id`, if one landed (crash recovery only)."""
+        ...
+
+    async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+        """Show that the member is working on the message `ts`."""
+        ...
+
+    async def clear_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+        ...
+
+    async def lookup_user(self, user_id: str) -> UserInfo | None:
+        ...
+
+
+ChannelProvider = Callable[[str, str], Channel]
+"""(platform, member id) -> the member's channel on that platform."""

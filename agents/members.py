@@ -1,0 +1,27 @@
+"""Who a virtual member is, as the core sees it: identity, role, persona, tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The business context every member works in."""
+
+    name: str
+    locale: str
+    timezone: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class MemberProfile:
+    id: str
+    name: str
+    role: str
+    description: str = ""
+    persona: str = ""
+    tools: tuple[str, ...] = field(default_factory=tuple)
+    autonomy: str = "approve"
+    status: str = "active"

@@ -1,0 +1,64 @@
+"""The first real tools every member can be given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.channels import ChannelError
+from agents.tools.context import ToolContext
+from agents.tools.registry import ToolError, register
+
+
+class ThreadHistoryInput(BaseModel):
+    limit: int = Field(default=20, ge=1, le=200, description="How many of the latest messages to return")
+
+
+@register(
+    "get_thread_history",
+    "Read the latest messages of the current conversation (this DM or channel thread), oldest first.",
+    ThreadHistoryInput,
+)
+async def get_thread_history(ctx: ToolContext, args: ThreadHistoryInput) -> list[dict[str, Any]]:
+    lines = await ctx.history(args.limit)
+    return [{"from": line.author_id, "role": line.role, "text": line.text, "at": line.at} for line in lines]
+
+
+class LookupUserInput(BaseModel):
+    user_id: str = Field(description="The person's platform user id, e.g. U0123ABCD (without <@ >)")
+
+
+@register("lookup_user", "Look up a colleague's name, email and time zone by user id.", LookupUserInput)
+async def lookup_user(ctx: ToolContext, args: LookupUserInput) -> dict[str, Any]:
+    user_id = args.user_id.strip().removeprefix("<@").removesuffix(">")
+    try:
+        info = await ctx.channel.lookup_user(user_id)
+    except ChannelError as exc:
+        raise ToolError(f"could not look up {user_id}: {exc.code}") from None
+    if info is None:
+        raise ToolError(f"no user {user_id}")
+    return {"id": info.id, "name": info.name, "real_name": info.real_name, "email": info.email, "timezone": info.timezone, "is_bot": info.is_bot}
+
+
+class PostMessageInput(BaseModel):
+    channel: str = Field(description="Channel id (e.g. C0123ABCD) of a channel you are a member of")
+    text: str = Field(min_length=1, max_length=3000, description="The message, in Slack mrkdwn")
+    thread_ts: str | None = Field(default=None, description="Reply in this thread instead of the channel")
+
+
+@register(
+    "post_message",
+    "Post a message to a team channel you are a member of. Not for DMs to the person you are "
+    "talking with (just answer them) and never for channels shared with clients.",
+    PostMessageInput,
+)
+async def post_message(ctx: ToolContext, args: PostMessageInput) -> dict[str, Any]:
+    channel = args.channel.strip().removeprefix("<#").split("|")[0].removesuffix(">")
+    effect_id = f"{ctx.run_id}-{ctx.call_id}"
+    try:
+        ts = await ctx.channel.post(channel, args.text, thread_ts=args.thread_ts, effect_id=effect_id)
+    except ChannelError as exc:
+        hints = {"not_in_channel": "you are not a member of that channel", "channel_not_found": "no such channel"}
+        raise ToolError(f"could not post to {channel}: {hints.get(exc.code, exc.code)}") from None
+    return {"posted": True, "channel": channel, "ts": ts}

@@ -1,0 +1,81 @@
+"""The aiohttp web server: one route per member's Slack app, health and metrics.
+
+Each member's events arrive at `POST /slack/{member}/events` and are dispatched to that
+member's own Bolt app, which checks the request against that member's signing secret."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot.inbox import Inbox
+from bot.slack.apps import member_app
+from storage.db import Database
+from teammates.config import LoadedConfig
+
+log = logging.getLogger(__name__)
+
+SLACK_APPS = web.AppKey("slack_apps", dict[str, AsyncApp])
+DATABASE = web.AppKey("database", Database)
+INBOX = web.AppKey("inbox", Inbox)
+
+
+def slack_apps(loaded: LoadedConfig, inbox: Inbox) -> dict[str, AsyncApp]:
+    """A Bolt app for every member with Slack credentials; the others are skipped with one
+    warning line each (they stay reachable with `teammates chat`)."""
+    apps = {}
+    config = loaded.config
+    for member in config.members:
+        gaps = loaded.slack_gaps(member)
+        if gaps:
+            log.warning("member %s is not served on Slack: %s not set", member.id, " and ".join(gaps), extra={"member": member.id})
+            continue
+        assert member.slack and member.slack.bot_token and member.slack.signing_secret
+        apps[member.id] = member_app(member.id, member.slack.bot_token, member.slack.signing_secret, config.slack.api_url, inbox)
+    return apps
+
+
+def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Application:
+    app = web.Application(client_max_size=1024**2)
+    app[SLACK_APPS] = slack_apps(loaded, inbox)
+    app[DATABASE] = db
+    app[INBOX] = inbox
+    app.router.add_post("/slack/{member}/events", slack_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def slack_events(request: web.Request) -> web.Response:
+    member = request.match_info["member"]
+    bolt_app = request.app[SLACK_APPS].get(member)
+    if bolt_app is None:
+        return web.json_response({"error": f"no member {member!r} is served on Slack here"}, status=404)
+    bolt_response = await bolt_app.async_dispatch(await to_bolt_request(request))
+    return await to_aiohttp_response(bolt_response)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database and Redis answer; 503 naming the one that does not."""
+    problems = {}
+    try:
+        await asyncio.wait_for(request.app[DATABASE].ping(), timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        problems["database"] = type(exc).__name__
+    try:
+        await asyncio.wait_for(asyncio.to_thread(request.app[INBOX].redis.ping), timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        problems["redis"] = type(exc).__name__
+    if problems:
+        return web.json_response({"status": "unavailable", "failing": problems}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

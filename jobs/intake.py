@@ -1,0 +1,94 @@
+"""The durable hand-off: record an inbound message, then enqueue the job that answers it.
+
+Called by the adapters before they ack the platform. The row is committed first, then the
+job is enqueued; if the enqueue fails the row is removed again and the caller answers 5xx,
+so the platform retries. A redelivery (same event id) or the second copy of an @mention
+(same channel + ts) finds the row and is acked without a second job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from redis import Redis
+from rq import Retry
+from sqlalchemy import delete
+
+from agents.messages import InboundMessage
+from jobs import queues
+from storage import conversations, inbound
+from storage.db import Database
+from storage.models import InboundEvent, ProcessedEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+TURN_RETRY = Retry(max=3, interval=[2, 10, 60])
+TURN_JOB = "jobs.turns.answer_job"
+
+
+def turn_job_id(inbound_id: int, attempt: int = 0) -> str:
+    return f"turn-{inbound_id}" if attempt == 0 else f"turn-{inbound_id}-retry{attempt}"
+
+
+async def accept(db: Database, redis: Redis, msg: InboundMessage, *, job_timeout: int) -> int | None:
+    """Record `msg` and enqueue its turn; the inbound id, or None if it needs no answer."""
+    async with db.session() as session:
+        if msg.kind == "thread" and msg.thread_ts is not None:
+            # A reply in a channel thread is for the member only if it is in that thread.
+            if await conversations.find(session, msg.member_id, msg.platform, msg.channel, msg.thread_ts) is None:
+                return None
+        row = await inbound.record(session, msg)
+        if row is None:
+            log.info("duplicate delivery dropped", extra={"member": msg.member_id, "event_id": msg.event_id})
+            return None
+        inbound_id = row.id
+    try:
+        await asyncio.to_thread(enqueue_turn, redis, inbound_id, job_timeout)
+    except Exception:
+        async with db.session() as session:
+            await session.execute(delete(InboundEvent).where(InboundEvent.id == inbound_id))
+            await session.execute(
+                delete(ProcessedEvent).where(
+                    ProcessedEvent.platform == msg.platform,
+                    ProcessedEvent.member_id == msg.member_id,
+                    ProcessedEvent.event_id == msg.event_id,
+                )
+            )
+        raise
+    return inbound_id
+
+
+def enqueue_turn(redis: Redis, inbound_id: int, job_timeout: int, attempt: int = 0) -> None:
+    queues.queue(redis, queues.TURNS).enqueue(
+        TURN_JOB,
+        inbound_id,
+        job_id=turn_job_id(inbound_id, attempt),
+        job_timeout=job_timeout,
+        retry=TURN_RETRY,
+        result_ttl=600,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
+async def retry(db: Database, redis: Redis, inbound_id: int, *, job_timeout: int) -> bool:
+    """Answer a message again after a failed turn (the "Try again" button); False if it was
+    answered already or is being worked on."""
+    async with db.session() as session:
+        row = await inbound.get(session, inbound_id)
+        if row is None or row.status != "failed":
+            return False
+        await inbound.reset_for_retry(session, inbound_id)
+        attempt = row.attempts
+    await asyncio.to_thread(enqueue_turn, redis, inbound_id, job_timeout, attempt)
+    return True
+
+
+async def sweep(db: Database, redis: Redis, *, job_timeout: int, older_than: timedelta = timedelta(minutes=3)) -> int:
+    """Re-enqueue messages whose job was lost (a process died between commit and enqueue,
+    or Redis lost its data). The turn is idempotent, so a spurious re-enqueue is harmless."""
+    async with db.session() as session:
+        stale = await inbound.unanswered_before(session, utcnow() - older_than)
+    for row in stale:
+        await asyncio.to_thread(enqueue_turn, redis, row.id, job_timeout, 1000 + row.attempts)
+    return len(stale)

@@ -1,0 +1,33 @@
+"""Effect records: an outbound effect is written `started` before it happens and `done`
+after, so a retry after a crash skips it, reconciles it, or does it — never twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.inserts import insert_or_ignore
+from storage.models import Effect
+
+
+async def begin(session: AsyncSession, effect_id: str, kind: str) -> Effect:
+    """Create the `started` row if missing; return the row as it now stands."""
+    await insert_or_ignore(session, Effect, {"id": effect_id, "kind": kind, "status": "started", "result": {}})
+    row = await session.get(Effect, effect_id, populate_existing=True)
+    assert row is not None
+    return row
+
+
+async def finish(session: AsyncSession, effect_id: str, result: dict[str, Any]) -> None:
+    await session.execute(update(Effect).where(Effect.id == effect_id).values(status="done", result=result))
+
+
+async def get(session: AsyncSession, effect_id: str) -> Effect | None:
+    return await session.get(Effect, effect_id, populate_existing=True)
+
+
+async def remember_intent(session: AsyncSession, effect_id: str, intent: dict[str, Any]) -> None:
+    """Store what the effect will do (e.g. the reply's text) before doing it."""
+    await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == "started").values(result=intent))

@@ -1,0 +1,91 @@
+"""Inbound messages: recorded before the platform is acked, answered later by a job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.messages import InboundMessage
+from storage.inserts import insert_or_ignore
+from storage.models import InboundEvent, ProcessedEvent, utcnow
+
+
+async def record(session: AsyncSession, msg: InboundMessage) -> InboundEvent | None:
+    """Store the message; None when its event id or the message itself was seen before."""
+    fresh_event = await insert_or_ignore(
+        session, ProcessedEvent, {"platform": msg.platform, "member_id": msg.member_id, "event_id": msg.event_id}
+    )
+    if not fresh_event:
+        return None
+    fresh_message = await insert_or_ignore(
+        session,
+        InboundEvent,
+        {
+            "member_id": msg.member_id,
+            "platform": msg.platform,
+            "event_id": msg.event_id,
+            "kind": msg.kind,
+            "channel": msg.channel,
+            "ts": msg.ts,
+            "thread_ts": msg.thread_ts,
+            "user_id": msg.user_id,
+            "text": msg.text,
+            "status": "received",
+            "attempts": 0,
+        },
+    )
+    if not fresh_message:
+        return None
+    return await find(session, msg.member_id, msg.platform, msg.channel, msg.ts)
+
+
+async def find(session: AsyncSession, member_id: str, platform: str, channel: str, ts: str) -> InboundEvent | None:
+    return (
+        await session.execute(
+            select(InboundEvent).where(
+                InboundEvent.member_id == member_id,
+                InboundEvent.platform == platform,
+                InboundEvent.channel == channel,
+                InboundEvent.ts == ts,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, inbound_id: int) -> InboundEvent | None:
+    return await session.get(InboundEvent, inbound_id)
+
+
+async def start_attempt(session: AsyncSession, inbound_id: int) -> None:
+    await session.execute(
+        update(InboundEvent).where(InboundEvent.id == inbound_id).values(attempts=InboundEvent.attempts + 1, status="working")
+    )
+
+
+async def mark_answered(session: AsyncSession, inbound_id: int, reply_ts: str) -> None:
+    await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbound_id)
+        .values(status="answered", reply_ts=reply_ts, answered_at=utcnow(), error=None)
+    )
+
+
+async def mark_failed(session: AsyncSession, inbound_id: int, error: str) -> None:
+    await session.execute(update(InboundEvent).where(InboundEvent.id == inbound_id).values(status="failed", error=error[:2000]))
+
+
+async def reset_for_retry(session: AsyncSession, inbound_id: int) -> None:
+    await session.execute(update(InboundEvent).where(InboundEvent.id == inbound_id).values(status="received"))
+
+
+async def unanswered_before(session: AsyncSession, cutoff: datetime, limit: int = 100) -> list[InboundEvent]:
+    """Messages received before `cutoff` and still not answered (their job was lost)."""
+    rows = await session.execute(
+        select(InboundEvent)
+        .where(InboundEvent.status.in_(("received", "working")), InboundEvent.received_at < cutoff)
+        .order_by(InboundEvent.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -1,0 +1,53 @@
+"""Token usage per LLM call: the basis for quotas, costs and the cache hit rate."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import LlmUsage
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    member_id: str,
+    user_id: str | None,
+    conversation_id: int | None,
+    run_id: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int,
+    cache_write_tokens: int,
+) -> None:
+    session.add(
+        LlmUsage(
+            member_id=member_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            run_id=run_id,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
+    )
+    await session.flush()
+
+
+async def totals_by_member(session: AsyncSession) -> dict[str, dict[str, int]]:
+    rows = await session.execute(
+        select(
+            LlmUsage.member_id,
+            func.sum(LlmUsage.input_tokens),
+            func.sum(LlmUsage.output_tokens),
+            func.sum(LlmUsage.cache_read_tokens),
+            func.sum(LlmUsage.cache_write_tokens),
+        ).group_by(LlmUsage.member_id)
+    )
+    return {
+        member: {"input": int(i or 0), "output": int(o or 0), "cache_read": int(r or 0), "cache_write": int(w or 0)}
+        for member, i, o, r, w in rows.all()
+    }

@@ -1,0 +1,93 @@
+"""`teammates chat MEMBER`: talk to a member in the terminal, through the same core.
+
+Messages are recorded and answered by the very turn the RQ job runs (`jobs.turns.answer`),
+with a terminal channel instead of Slack, so a newcomer can meet a member before creating
+any Slack app, and the conversation is remembered like any other."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TextIO
+
+from agents.channels import Channel
+from agents.messages import Button, InboundMessage, UserInfo
+from jobs.runtime import Runtime, llm_client
+from jobs.turns import answer
+from storage import inbound
+from storage.db import Database
+from teammates.config import LoadedConfig
+from teammates.runtime import prepare_database
+
+
+class TerminalChannel:
+    platform = "terminal"
+
+    def __init__(self, name: str, out: TextIO) -> None:
+        self.name = name
+        self.out = out
+
+    async def post(self, channel: str, text: str, *, thread_ts: str | None = None, effect_id: str | None = None, buttons: Sequence[Button] = ()) -> str:
+        self.out.write(f"\n{self.name}: {text}\n")
+        if buttons:
+            self.out.write("(" + " / ".join(b.label for b in buttons) + ": just write again)\n")
+        self.out.flush()
+        return f"{time.time():.6f}"
+
+    async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
+        return None
+
+    async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+        self.out.write(f"{self.name} is thinking…\n")
+        self.out.flush()
+
+    async def clear_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+        return None
+
+    async def lookup_user(self, user_id: str) -> UserInfo | None:
+        return UserInfo(id=user_id, name=user_id)
+
+
+async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    member = loaded.config.member(member_id)
+    db = Database(loaded.config.database_url)
+    await prepare_database(loaded, db)
+    terminal = TerminalChannel(member.name, stdout)
+
+    def channels(platform: str, _member: str) -> Channel:
+        return terminal
+
+    rt = Runtime(loaded=loaded, db=db, llm=llm_client(loaded), channels=channels, redis=None)
+    user = getpass.getuser()
+    stdout.write(f"You are talking with {member.name} ({member.role}). Ctrl-D to leave.\n")
+    try:
+        while True:
+            stdout.write("\nyou> ")
+            stdout.flush()
+            line = await asyncio.to_thread(stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            msg = InboundMessage(
+                member_id=member_id,
+                platform="terminal",
+                event_id=uuid.uuid4().hex,
+                kind="terminal",
+                channel=f"terminal-{user}",
+                ts=f"{time.time():.6f}",
+                user_id=user,
+                text=text,
+            )
+            async with db.session() as session:
+                row = await inbound.record(session, msg)
+            if row is not None:
+                await answer(rt, row.id)
+    finally:
+        stdout.write("\n")
+        await db.close()

@@ -1,0 +1,118 @@
+"""The `teammates` command line: parses arguments and calls into the packages.
+
+A user error (bad config, unreachable database...) prints one line on stderr and exits 2;
+never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from storage.db import DatabaseUrlError
+from teammates import logs
+from teammates.config import ConfigError, LoadedConfig, load
+
+log = logging.getLogger("teammates")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teammates", description="AI agents as virtual members of your Slack team.")
+    parser.add_argument("--config", help="path to teammates.yml (default: $TEAMMATES_CONFIG or ./teammates.yml)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="web server + workers + reconciler in one process tree")
+    run.add_argument("--host", default="0.0.0.0")
+    run.add_argument("--port", type=int, default=3000)
+    run.add_argument("--workers", type=int, default=2, help="RQ worker processes (default 2)")
+
+    serve = sub.add_parser("serve", help="web server only (for scale-out)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=3000)
+
+    worker = sub.add_parser("worker", help="one RQ worker with the scheduler (for scale-out)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--queues", default="turns,workflows,bulk", help="comma-separated, in priority order")
+
+    sub.add_parser("migrate", help="apply database migrations")
+
+    chat = sub.add_parser("chat", help="talk to a member in the terminal")
+    chat.add_argument("member")
+
+    sub.add_parser("check", help="validate config and reach the database, Redis and Slack")
+
+    manifest = sub.add_parser("manifest", help="print a member's Slack app manifest")
+    manifest.add_argument("member")
+    manifest.add_argument("--url", default="https://example.com", help="public base URL of `teammates serve`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        loaded = load(args.config)
+        _check_tools(loaded)
+        return _dispatch(args, loaded)
+    except (ConfigError, DatabaseUrlError) as exc:
+        print(f"teammates: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from storage.db import is_sqlite
+    from storage.migrate import upgrade
+
+    command = args.command
+    if command == "migrate":
+        upgrade(loaded.config.database_url)
+        print("database is up to date")
+        return 0
+    if command == "check":
+        from teammates.check import check
+
+        return 0 if asyncio.run(check(loaded, print)) else 1
+    if command == "manifest":
+        from teammates.manifest import render
+
+        sys.stdout.write(render(loaded, args.member, args.url))
+        return 0
+    if command == "chat":
+        from teammates.chat import chat
+
+        loaded.config.member(args.member)
+        if is_sqlite(loaded.config.database_url):
+            upgrade(loaded.config.database_url)
+        asyncio.run(chat(loaded, args.member))
+        return 0
+    from teammates import processes
+
+    if command == "serve":
+        asyncio.run(processes.serve(loaded, args.host, args.port))
+    elif command == "worker":
+        processes.work(loaded, [q.strip() for q in args.queues.split(",") if q.strip()], args.burst)
+    elif command == "run":
+        if is_sqlite(loaded.config.database_url):
+            upgrade(loaded.config.database_url)
+        if args.workers < 1:
+            raise ConfigError("--workers: expected at least 1")
+        config_args = ["--config", str(loaded.path)] if args.config else []
+        processes.run(loaded, args.host, args.port, args.workers, config_args)
+    return 0
+
+
+def _check_tools(loaded: LoadedConfig) -> None:
+    from agents.tools.registry import known_tools
+
+    known = set(known_tools())
+    for member in loaded.config.members:
+        for name in member.tools:
+            if name not in known:
+                raise ConfigError(
+                    f"{loaded.path}: members[{member.id}].tools: unknown tool {name!r} (known: {', '.join(sorted(known))})"
+                )

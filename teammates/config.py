@@ -1,0 +1,283 @@
+"""Load and validate `teammates.yml`.
+
+The file is YAML with `${VAR}` placeholders read from the environment. A placeholder whose
+variable is unset becomes `None` and is remembered in `Config.unset`: it is an error only
+where the value is needed (a member without Slack credentials is simply not served on Slack).
+Every problem is raised as one `ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MEMBER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class ConfigError(Exception):
+    """A user error in the configuration; its message is one line a person can act on."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackCredentials(_Strict):
+    bot_token: str | None = None
+    signing_secret: str | None = None
+    app_token: str | None = None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("xoxb-"):
+            raise ValueError("a bot token starting with 'xoxb-'")
+        return value
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_token_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("xapp-"):
+            raise ValueError("an app-level token starting with 'xapp-'")
+        return value
+
+
+class TeamsCredentials(_Strict):
+    app_id: str | None = None
+    app_password: str | None = None
+    tenant_id: str | None = None
+
+
+class MemberChannels(_Strict):
+    approvals: str | None = None
+    activity: str | None = None
+
+
+class MemberConfig(_Strict):
+    id: str
+    name: str
+    role: str
+    description: str = ""
+    persona: str = ""
+    tools: list[str] = Field(default_factory=list)
+    autonomy: Literal["notify", "approve", "auto"] = "approve"
+    channels: MemberChannels = Field(default_factory=MemberChannels)
+    slack: SlackCredentials | None = None
+    teams: TeamsCredentials | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _url_safe(cls, value: str) -> str:
+        if not _MEMBER_ID.match(value):
+            raise ValueError("a url-safe id: lowercase letters, digits, '-' or '_'")
+        return value
+
+
+class WorkspaceConfig(_Strict):
+    name: str = "My team"
+    locale: str = "en-GB"
+    timezone: str = "UTC"
+    currency: str = "EUR"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"an IANA time zone name such as Europe/Amsterdam, not {value!r}") from exc
+        return value
+
+
+class PersonConfig(_Strict):
+    id: str
+    name: str
+    slack: str | None = None
+    teams: str | None = None
+    email: str | None = None
+
+
+class LlmConfig(_Strict):
+    model: str = DEFAULT_MODEL
+    max_tokens: int = Field(default=2048, ge=1)
+    timeout: float = Field(default=60.0, gt=0, description="seconds per LLM call")
+    max_retries: int = Field(default=2, ge=0)
+    max_iterations: int = Field(default=8, ge=1, description="tool-use rounds per turn")
+
+
+class SlackConfig(_Strict):
+    api_url: str = "https://slack.com/api/"
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+class WorkersConfig(_Strict):
+    turn_timeout: int = Field(default=120, ge=10, description="RQ job timeout for a turn, s")
+
+
+class Config(_Strict):
+    database_url: str = "sqlite:///teammates.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    secrets_key: str | None = None
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
+    people: list[PersonConfig] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list)
+    members: list[MemberConfig] = Field(default_factory=list)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+
+    def member(self, member_id: str) -> MemberConfig:
+        for member in self.members:
+            if member.id == member_id:
+                return member
+        known = ", ".join(m.id for m in self.members) or "none configured"
+        raise ConfigError(f"no member {member_id!r} in the config (members: {known})")
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The validated config plus where it came from and which `${VAR}`s were unset."""
+
+    config: Config
+    path: Path | None
+    unset: Mapping[str, str] = field(default_factory=dict)  # dotted key -> variable name
+
+    def slack_gaps(self, member: MemberConfig) -> list[str]:
+        """Variables that keep `member` off Slack (empty when it can be served)."""
+        gaps = []
+        for key in ("bot_token", "signing_secret"):
+            dotted = f"members.{self.config.members.index(member)}.slack.{key}"
+            if dotted in self.unset:
+                gaps.append(self.unset[dotted])
+            elif member.slack is None or getattr(member.slack, key) is None:
+                gaps.append(f"slack.{key}")
+        return gaps
+
+
+_ENV_OVERRIDES = {
+    "DATABASE_URL": ("database_url",),
+    "REDIS_URL": ("redis_url",),
+    "SLACK_API_URL": ("slack", "api_url"),
+    "TEAMMATES_MODEL": ("llm", "model"),
+}
+
+
+def config_path(explicit: str | None = None) -> Path | None:
+    """The file to read: `--config`, else `TEAMMATES_CONFIG`, else ./teammates.yml if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("TEAMMATES_CONFIG"):
+        return Path(os.environ["TEAMMATES_CONFIG"])
+    default = Path("teammates.yml")
+    return default if default.exists() else None
+
+
+def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, interpolate, override from the environment and validate the config."""
+    env = os.environ if env is None else env
+    path = config_path(explicit)
+    raw: Any = {}
+    where = str(path) if path else "(no config file)"
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    unset: dict[str, str] = {}
+    data = _interpolate(raw, env, (), unset)
+    for var, keys in _ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_in(data, keys, env[var])
+            unset.pop(".".join(keys), None)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_name_members(_describe(exc, unset), data)}") from None
+    ids = [m.id for m in config.members]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: members: id {dupes[0]!r} is used twice; ids must be unique")
+    return LoadedConfig(config=config, path=path, unset=unset)
+
+
+def _interpolate(value: Any, env: Mapping[str, str], keys: tuple[str, ...], unset: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, (*keys, str(k)), unset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, (*keys, str(i)), unset) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        missing = [name for name in _VAR.findall(value) if not env.get(name)]
+        if missing:
+            unset[".".join(keys)] = missing[0]
+            return None
+        return _VAR.sub(lambda m: env[m.group(1)], value)
+    return value
+
+
+def _set_in(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError, unset: Mapping[str, str]) -> str:
+    """One line for the first error: the dotted key, what was expected, and what was found."""
+    err = exc.errors()[0]
+    dotted = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{dotted}: unknown key (check the spelling against the documented settings)"
+    if kind == "missing":
+        return f"{dotted}: required but missing"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if dotted in unset:
+        return f"{dotted}: ${{{unset[dotted]}}} is not set in the environment"
+    found = err.get("input")
+    secret = any(word in dotted for word in ("token", "secret", "password", "key"))
+    shown = "" if secret or not isinstance(found, str | int | float | bool) else f" (found {found!r})"
+    if kind.endswith("_type") or kind.startswith("literal"):
+        return f"{dotted}: expected {message.lower()}{shown}"
+    return f"{dotted}: expected {message}{shown}"
+
+
+def _name_members(message: str, data: Mapping[str, Any]) -> str:
+    """Say `members[nova]` rather than `members.0` so the reader finds the entry."""
+    members = data.get("members")
+
+    def name(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        if isinstance(members, list) and index < len(members) and isinstance(members[index], dict):
+            member_id = members[index].get("id")
+            if isinstance(member_id, str):
+                return f"members[{member_id}]"
+        return f"members[{index}]"
+
+    return re.sub(r"members\.(\d+)", name, message)

@@ -1,0 +1,64 @@
+"""Composition root: wires config, storage, Redis, the LLM and the platform channels together.
+
+This is the only place outside `bot/` that knows which platforms exist."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from sqlalchemy import inspect
+
+from agents.channels import Channel, ChannelProvider
+from bot.slack.channel import SlackChannel, web_client
+from jobs.queues import redis_from_url
+from jobs.runtime import Runtime, llm_client
+from storage import members
+from storage.db import Database
+from teammates.config import ConfigError, LoadedConfig
+
+
+def slack_channels(loaded: LoadedConfig) -> ChannelProvider:
+    """One Slack client per member, created on first use and kept for the process."""
+
+    @cache
+    def channel(platform: str, member_id: str) -> Channel:
+        if platform != "slack":
+            raise LookupError(f"no channel for platform {platform!r} in this process")
+        member = loaded.config.member(member_id)
+        if member.slack is None or member.slack.bot_token is None:
+            raise LookupError(f"member {member_id} has no Slack bot token")
+        return SlackChannel(web_client(member.slack.bot_token, loaded.config.slack.api_url))
+
+    return channel
+
+
+def worker_runtime(loaded: LoadedConfig) -> Runtime:
+    return Runtime(
+        loaded=loaded,
+        db=Database(loaded.config.database_url),
+        llm=llm_client(loaded),
+        channels=slack_channels(loaded),
+        redis=redis_from_url(loaded.config.redis_url),
+    )
+
+
+async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
+    """Check the schema is there, then seed the workspace and members from the file."""
+    async with db.engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+    if "members" not in tables:
+        raise ConfigError(f"database_url: the database has no tables yet: run `teammates migrate` first ({_safe_url(loaded)})")
+    config = loaded.config
+    async with db.session() as session:
+        await members.seed(
+            session,
+            config.workspace.model_dump(),
+            [p.model_dump() for p in config.people],
+            [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy"}) for m in config.members],
+        )
+
+
+def _safe_url(loaded: LoadedConfig) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(loaded.config.database_url).render_as_string(hide_password=True)
