@@ -1,0 +1,334 @@
+"""Slack ack latency of `teammates serve` against a bare slack-bolt app, same load, same run.
+
+Why: Slack redelivers any event not acked within 3 s, and teammates acks only after the
+event is recorded in the database and its turn job enqueued in Redis. This measures what that
+durable hand-off costs over a Bolt app that only acks (bench/bare_bolt.py), with both targets
+hit by the same open-loop load in alternating blocks so machine noise lands on both alike.
+
+Everything runs on 127.0.0.1: redis-server, FakeSlack (Bolt calls auth.test on the first
+request), SQLite in a temp dir, `teammates serve` and the bare app as subprocesses.
+
+    .venv/bin/python bench/ack.py [--rate 200] [--seconds 10] [--warmup 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import ANA, CASEY, CONFIG, NOVA, NOVA_DM, free_port  # noqa: E402
+from tests.fakes.slack_api import FakeSlack  # noqa: E402
+from tests.fakes.slack_driver import SlackDriver, new_ts, rich_text_blocks  # noqa: E402
+
+LATE_MS = 5.0
+TARGETS = ("bare", "teammates")
+
+
+@dataclass
+class Stats:
+    """What one target saw during the measured blocks."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, 200 responses only
+    bad_status: int = 0
+    errors: int = 0
+    late: int = 0
+    max_late: float = 0.0
+    acked_total: int = 0  # 200s including warm-up: every one is a queued job for teammates
+
+    def row(self) -> dict[str, Any]:
+        ms = sorted(x * 1000 for x in self.latencies)
+        return {
+            "n": len(ms),
+            "p50_ms": pct(ms, 50),
+            "p90_ms": pct(ms, 90),
+            "p99_ms": pct(ms, 99),
+            "max_ms": ms[-1] if ms else float("nan"),
+            "non_200": self.bad_status,
+            "errors": self.errors,
+            "late_gt_5ms": self.late,
+            "max_late_ms": self.max_late * 1000,
+        }
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation: every figure is a real observation)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-len(sorted_values) * p // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class Rig:
+    """redis-server, FakeSlack, `teammates serve` and the bare app; `close()` undoes it all."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="teammates-bench-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.slack: FakeSlack | None = None
+        self.redis_url = ""
+        self.urls: dict[str, str] = {}
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        out = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+        # A session of its own: a Ctrl-C reaches only us, and we stop the children in order.
+        proc = subprocess.Popen(argv, cwd=self.tmp, env=env, stdout=out, stderr=out, start_new_session=True)
+        out.close()
+        self.procs.append(proc)
+
+    def logs(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        port = free_port()
+        (self.tmp / "redis").mkdir()
+        self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(self.tmp / "redis")])
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: pings(redis.Redis.from_url(self.redis_url)), "redis-server")
+
+        self.slack = slack = FakeSlack().start()
+        slack.add_bot(NOVA["token"], NOVA["user"], NOVA["bot"], "nova")
+        slack.add_bot(CASEY["token"], CASEY["user"], CASEY["bot"], "casey")
+        slack.add_user(ANA, "ana", real_name="Ana de Vries", email="ana@acme.test")
+        slack.add_im(NOVA_DM, ANA, NOVA["user"])
+
+        config = self.tmp / "teammates.yml"
+        config.write_text(CONFIG)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SLACK_", "ANTHROPIC_", "TEAMMATES_", "NOVA_", "CASEY_"))}
+        env.update({
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"sqlite:///{self.tmp}/teammates.db",
+            "REDIS_URL": self.redis_url,
+            "SLACK_API_URL": slack.base_url,
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/",  # never called by `serve`
+            "ANTHROPIC_API_KEY": "sk-ant-bench",
+            "NOVA_SLACK_BOT_TOKEN": NOVA["token"],
+            "NOVA_SLACK_SIGNING_SECRET": NOVA["secret"],
+            "CASEY_SLACK_BOT_TOKEN": CASEY["token"],
+            "CASEY_SLACK_SIGNING_SECRET": CASEY["secret"],
+        })
+        teammates = [sys.executable, "-m", "teammates", "--config", str(config)]
+        migrated = subprocess.run([*teammates, "migrate"], cwd=self.tmp, env=env, capture_output=True, text=True, timeout=60)
+        if migrated.returncode != 0:
+            raise RuntimeError(f"teammates migrate failed:\n{migrated.stderr}")
+
+        for name in TARGETS:
+            port = free_port()
+            self.urls[name] = f"http://127.0.0.1:{port}"
+            if name == "teammates":
+                self.spawn(name, [*teammates, "serve", "--host", "127.0.0.1", "--port", str(port)], env)
+            else:
+                self.spawn(name, [sys.executable, str(ROOT / "bench" / "bare_bolt.py"), "--port", str(port),
+                                  "--token", NOVA["token"], "--secret", NOVA["secret"], "--api-url", slack.base_url])
+        for name, url in self.urls.items():
+            try:
+                wait_until(lambda url=url: healthy(url), f"{name} on {url}")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{self.logs(name)}") from None
+
+    def queued_turns(self) -> int:
+        return int(redis.Redis.from_url(self.redis_url).llen("rq:queue:turns"))
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+        if self.slack is not None:
+            self.slack.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- load
+
+
+def dm_request(driver: SlackDriver) -> tuple[bytes, dict[str, str]]:
+    """A freshly signed `message.im` from Ana to Nova: unique ts and event_id."""
+    ts = new_ts()
+    text = "Can you check invoice 2041?"
+    event = {
+        "user": ANA, "type": "message", "ts": ts, "client_msg_id": str(uuid.uuid4()), "text": text,
+        "team": driver.team_id, "blocks": rich_text_blocks(text), "channel": NOVA_DM,
+        "event_ts": ts, "channel_type": "im",
+    }
+    return driver.build(json.dumps(driver.event_envelope(event)).encode(), "application/json")
+
+
+async def one(session: aiohttp.ClientSession, driver: SlackDriver, scheduled: float, stats: Stats, counted: bool) -> None:
+    body, headers = dm_request(driver)
+    sent = time.perf_counter()
+    try:
+        async with session.post(driver.url, data=body, headers=headers) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        if counted:
+            stats.errors += 1
+        return
+    done = time.perf_counter()
+    if status == 200:
+        stats.acked_total += 1
+    if not counted:
+        return
+    late = sent - scheduled
+    stats.max_late = max(stats.max_late, late)
+    stats.late += late * 1000 > LATE_MS
+    if status == 200:
+        stats.latencies.append(done - sent)
+    else:
+        stats.bad_status += 1
+
+
+async def block(session: aiohttp.ClientSession, driver: SlackDriver, rate: float, seconds: float, stats: Stats, counted: bool) -> None:
+    """Open loop: request i is launched at t0 + i/rate whether or not earlier ones answered;
+    then wait for the stragglers so they do not overlap the other target's block."""
+    t0 = time.perf_counter()
+    tasks = []
+    for i in range(round(rate * seconds)):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(session, driver, scheduled, stats, counted)))
+    await asyncio.gather(*tasks)
+
+
+async def load(urls: dict[str, str], rate: float, seconds: float, warmup: float, blk: float) -> dict[str, Stats]:
+    drivers = {name: SlackDriver(f"{url}/slack/nova/events", NOVA["secret"], bot_user_id=NOVA["user"]) for name, url in urls.items()}
+    stats = {name: Stats() for name in urls}
+    connector = aiohttp.TCPConnector(limit=256)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for phase, total, counted in (("warm-up", warmup, False), ("measuring", seconds, True)):
+            log(f"{phase}: {total:g} s per target at {rate:g}/s in alternating {blk:g} s blocks")
+            done = 0.0
+            while done < total - 1e-9:
+                length = min(blk, total - done)
+                for name in TARGETS:
+                    await block(session, drivers[name], rate, length, stats[name], counted)
+                done += length
+    return stats
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(stats: dict[str, Stats], queued: int, args: argparse.Namespace) -> None:
+    rows = {name: s.row() for name, s in stats.items()}
+    ratio = {p: rows["teammates"][p] / rows["bare"][p] if rows["bare"][p] else float("nan") for p in ("p50_ms", "p99_ms")}
+    acked = stats["teammates"].acked_total
+    if args.json:
+        print(json.dumps({
+            "rate": args.rate, "seconds": args.seconds, "warmup": args.warmup, "block": args.block,
+            "schedule": "interleaved blocks, bare first", "targets": rows,
+            "ratio_p50": ratio["p50_ms"], "ratio_p99": ratio["p99_ms"], "target_ratio": 1.5,
+            "queued": queued, "acked_by_teammates": acked,
+        }, indent=2))
+        return
+    print(f"open loop, {args.rate:g} events/s, {args.seconds:g} s per target after {args.warmup:g} s warm-up; "
+          f"targets interleaved in alternating {args.block:g} s blocks (bare first)")
+    print(f"{'target':<10} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} {'late>5ms':>9}")
+    for name, r in rows.items():
+        errors = r["non_200"] + r["errors"]
+        print(f"{name:<10} {r['n']:>6} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {errors:>7} {r['late_gt_5ms']:>9}")
+    for name, r in rows.items():
+        if r["non_200"] or r["errors"]:
+            print(f"{name}: {r['non_200']} non-200 response(s), {r['errors']} connection error(s)/timeout(s)")
+    print(f"ratio p99 teammates/bare = {ratio['p99_ms']:.2f} (target <= 1.5)")
+    print(f"ratio p50 teammates/bare = {ratio['p50_ms']:.2f} (target <= 1.5)")
+    print(f"queued: {queued} of {acked} (rq:queue:turns vs events acked by teammates, warm-up included)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per target (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="uncounted warm-up seconds per target (default 2)")
+    parser.add_argument("--block", type=float, default=1, help="length of each alternating block in seconds (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
+    args = parser.parse_args()
+    # SIGTERM takes the same cleanup path as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    rig = Rig()
+    try:
+        log(f"starting redis-server, FakeSlack, teammates serve and the bare app in {rig.tmp}")
+        rig.start()
+        stats = asyncio.run(load(rig.urls, args.rate, args.seconds, args.warmup, args.block))
+        queued = rig.queued_turns()
+        report(stats, queued, args)
+        bad = any(s.bad_status or s.errors for s in stats.values()) or queued != stats["teammates"].acked_total
+        return 1 if bad else 0
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        rig.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Things go wrong: the LLM is rate limited or down, the web process dies after the ack,
+two members share a process. Nobody gets a wrong, doubled or lost answer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+
+from tests.conftest import (
+    ANA,
+    CASEY,
+    CASEY_DM,
+    GENERAL,
+    NOVA,
+    NOVA_DM,
+    Stack,
+    free_port,
+    wait_until,
+)
+from tests.fakes.anthropic_api import Fail, Reply
+
+
+def test_llm_rate_limit_then_success_gives_one_reply(stack: Stack) -> None:
+    stack.up()
+    stack.llm.script(Fail(status=429, retry_after=0.2), Reply(text="Here you go."))
+    stack.driver().dm(ANA, "status?", channel=NOVA_DM)
+    [reply] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert reply["text"] == "Here you go."
+    assert len(stack.llm.requests) == 2
+
+
+def test_llm_down_gives_an_apology_and_the_message_can_be_retried(stack: Stack) -> None:
+    stack.up()
+    stack.llm.set_responder(lambda _body: Fail(status=529))
+    stack.driver().dm(ANA, "Draft the reminder for Acme", channel=NOVA_DM)
+    [apology] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert apology["text"].startswith("Sorry")
+    buttons = [e for b in apology["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["text"]["text"] for b in buttons] == ["Try again"]
+
+    # The service is back; Ana presses "Try again".
+    stack.llm.set_responder(None)
+    stack.llm.script(Reply(text="Draft: Dear Acme, ..."))
+    status, _ = stack.driver().block_action(
+        buttons[0]["action_id"], buttons[0]["value"], user_id=ANA, channel_id=NOVA_DM, message_ts=apology["ts"]
+    )
+    assert status == 200
+    posts = stack.slack.wait_for_posts(2, token=NOVA["token"])
+    assert posts[1]["text"] == "Draft: Dear Acme, ..."
+    last = stack.llm.requests[-1]["body"]["messages"][-1]["content"]
+    assert "Draft the reminder for Acme" in json.dumps(last)
+    # A second click after the answer does nothing.
+    stack.driver().block_action(buttons[0]["action_id"], buttons[0]["value"], user_id=ANA, channel_id=NOVA_DM, message_ts=apology["ts"])
+    stack.llm.script(Reply(text="marker"))
+    stack.driver().dm(ANA, "thanks", channel=NOVA_DM)
+    assert [p["text"] for p in stack.slack.wait_for_posts(3, token=NOVA["token"])][2] == "marker"
+
+
+def test_message_acked_just_before_the_web_process_dies_is_still_answered(stack: Stack) -> None:
+    stack.start_web()
+    stack.llm.script(Reply(text="Still here."))
+    status, _, _ = stack.driver().dm(ANA, "are you there?", channel=NOVA_DM)
+    assert status == 200
+    stack.stop("web", sig=signal.SIGKILL)
+    stack.start_worker()
+    [reply] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert reply["text"] == "Still here."
+
+
+def test_two_members_in_one_process_answer_with_their_own_tokens(stack: Stack) -> None:
+    stack.up(workers=2)
+    stack.llm.set_responder(lambda body: Reply(text="from " + body["system"][0]["text"].split(",")[0]))
+    for i in range(3):
+        stack.driver("nova").dm(ANA, f"nova {i}", channel=NOVA_DM)
+        stack.driver("casey").dm(ANA, f"casey {i}", channel=CASEY_DM)
+    nova_posts = stack.slack.wait_for_posts(3, token=NOVA["token"])
+    casey_posts = stack.slack.wait_for_posts(3, token=CASEY["token"])
+    assert {p["channel"] for p in nova_posts} == {NOVA_DM}
+    assert {p["channel"] for p in casey_posts} == {CASEY_DM}
+    assert {p["text"] for p in nova_posts} == {"from You are Nova"}
+    assert {p["text"] for p in casey_posts} == {"from You are Casey"}
+
+
+def test_tools_post_to_a_channel_and_look_up_a_colleague(stack: Stack) -> None:
+    stack.up()
+    stack.llm.script(
+        Reply(tool_uses=[{"name": "lookup_user", "input": {"user_id": ANA}}]),
+        Reply(tool_uses=[{"name": "post_message", "input": {"channel": GENERAL, "text": "Invoices are due Friday."}}]),
+        Reply(tool_uses=[{"name": "post_message", "input": {"channel": "C0NOTHERE1", "text": "x"}}]),
+        Reply(text="Done: I posted it in #general."),
+    )
+    stack.driver().dm(ANA, "Tell #general invoices are due Friday", channel=NOVA_DM)
+    posts = stack.slack.wait_for_posts(2, token=NOVA["token"])
+    assert posts[0]["channel"] == GENERAL and posts[0]["text"] == "Invoices are due Friday."
+    assert posts[1]["channel"] == NOVA_DM and posts[1]["text"] == "Done: I posted it in #general."
+    requests = stack.llm.requests
+    lookup = json.dumps(requests[1]["body"]["messages"][-1])
+    assert "Ana de Vries" in lookup and "ana@acme.test" in lookup
+    failed = requests[3]["body"]["messages"][-1]["content"][0]
+    assert failed["is_error"] is True and "no such channel" in failed["content"]
+    assert [t["name"] for t in requests[0]["body"]["tools"]] == ["get_thread_history", "lookup_user", "post_message"]
+
+
+def test_slack_rate_limit_on_the_reply_delays_but_never_drops_it(stack: Stack) -> None:
+    stack.up()
+    stack.slack.fail_next("chat.postMessage", status=429, retry_after=1, times=2)
+    stack.llm.script(Reply(text="Patience pays."))
+    stack.driver().dm(ANA, "hi", channel=NOVA_DM)
+    [reply] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert reply["text"] == "Patience pays."
+    assert [c["status"] for c in stack.slack.calls_to("chat.postMessage")] == [429, 429, 200]
+
+
+def test_health_and_metrics(stack: Stack) -> None:
+    stack.start_web()
+    with urllib.request.urlopen(stack.url + "/healthz") as response:
+        assert json.loads(response.read()) == {"status": "ok"}
+    stack.driver().dm(ANA, "count me", channel=NOVA_DM)
+    with urllib.request.urlopen(stack.url + "/metrics") as response:
+        assert 'teammates_inbound_total{member="nova",outcome="queued",platform="slack"} 1.0' in response.read().decode()
+    try:
+        urllib.request.urlopen(urllib.request.Request(stack.url + "/slack/nobody/events", data=b"{}"))
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+
+
+def test_health_names_redis_when_it_is_down(stack: Stack) -> None:
+    stack.env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    stack.start("web", "serve", "--host", "127.0.0.1", "--port", str(stack.port))
+    body = wait_until(lambda: _health(stack.url), timeout=30, what="healthz to answer")
+    assert body == (503, {"status": "unavailable", "failing": {"redis": "ConnectionError"}})
+    # A message that cannot be queued is refused with 5xx, so Slack delivers it again later.
+    status, _, _ = stack.driver().dm(ANA, "hello?", channel=NOVA_DM)
+    assert status >= 500
+
+
+def _health(url: str) -> tuple[int, dict] | None:
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return None
