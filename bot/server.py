@@ -11,6 +11,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
 from bot.inbox import Inbox
@@ -38,6 +39,19 @@ def slack_apps(loaded: LoadedConfig, inbox: Inbox) -> dict[str, AsyncApp]:
         assert member.slack and member.slack.bot_token and member.slack.signing_secret
         apps[member.id] = member_app(member.id, member.slack.bot_token, member.slack.signing_secret, config.slack.api_url, inbox)
     return apps
+
+
+async def connect_socket_mode(loaded: LoadedConfig, apps: dict[str, AsyncApp]) -> list[AsyncSocketModeHandler]:
+    """Members with an app-level token receive their events over Socket Mode instead of HTTP
+    (same Bolt app, same listener, same durable hand-off before the ack)."""
+    handlers = []
+    for member in loaded.config.members:
+        if member.id in apps and member.slack and member.slack.app_token:
+            handler = AsyncSocketModeHandler(apps[member.id], member.slack.app_token)
+            await handler.connect_async()
+            handlers.append(handler)
+            log.info("member %s connected over Socket Mode", member.id, extra={"member": member.id})
+    return handlers
 
 
 def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Application:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents import prompts
@@ -47,8 +47,9 @@ async def answer(rt: Runtime, inbound_id: int) -> str:
             raise LookupError(f"inbound message {inbound_id} not found")
         if event.status == "answered":
             return "already answered"
-        await inbound.start_attempt(session, inbound_id)
         attempt = event.attempts + 1
+        if not await inbound.claim(session, inbound_id, timedelta(seconds=rt.loaded.config.workers.turn_timeout)):
+            return "being answered by another worker"
         member = await members.profile(session, event.member_id)
         workspace = await members.workspace(session)
         colleagues = await members.profiles(session)

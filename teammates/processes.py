@@ -15,7 +15,7 @@ from aiohttp import web
 from rq import SimpleWorker
 
 from bot.inbox import Inbox
-from bot.server import SLACK_APPS, create_app
+from bot.server import SLACK_APPS, connect_socket_mode, create_app
 from jobs import intake, queues
 from jobs import runtime as job_runtime
 from storage.db import Database
@@ -40,6 +40,7 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
+    socket_handlers = await connect_socket_mode(loaded, app[SLACK_APPS])
     log.info("listening on http://%s:%d (%d member(s) on Slack)", host, port, len(app[SLACK_APPS]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -49,6 +50,8 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     sweeper.cancel()
+    for handler in socket_handlers:
+        await handler.close_async()
     await runner.cleanup()
     await db.close()
 

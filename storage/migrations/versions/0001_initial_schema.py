@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:02:33.291050
+Create Date: 2026-11-22 22:14:44.570598
 
 """
 from collections.abc import Sequence
@@ -132,6 +132,7 @@ def upgrade() -> None:
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('reply_ts', sa.String(length=32), nullable=True),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
