@@ -4,7 +4,7 @@ hand-off to storage and RQ (see `jobs.intake`), shared by every platform."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from redis import Redis
@@ -12,6 +12,7 @@ from redis import Redis
 from agents.messages import InboundMessage
 from jobs import intake
 from storage.db import Database
+from storage.recorder import InboundRecorder, recorder_for
 
 ACCEPTED = Counter("teammates_inbound_total", "Inbound messages by outcome", ["member", "platform", "outcome"])
 HANDOFF = Histogram(
@@ -26,12 +27,16 @@ class Inbox:
     db: Database
     redis: Redis
     job_timeout: int
+    recorder: InboundRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recorder = recorder_for(self.db)
 
     async def accept(self, msg: InboundMessage) -> int | None:
         """Record and enqueue; raises when that failed, so the adapter answers 5xx."""
         started = time.perf_counter()
         try:
-            inbound_id = await intake.accept(self.db, self.redis, msg, job_timeout=self.job_timeout)
+            inbound_id = await intake.accept(self.recorder, self.redis, msg, job_timeout=self.job_timeout)
         except Exception:
             ACCEPTED.labels(msg.member_id, msg.platform, "error").inc()
             raise

@@ -25,7 +25,7 @@ from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_message
 from jobs import loop
 from jobs.runtime import Runtime, current
 from storage import conversations, effects, inbound, members, usage
-from storage.models import Effect, InboundEvent
+from storage.models import Effect, InboundEvent, Message
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ async def answer(rt: Runtime, inbound_id: int) -> str:
     try:
         async with rt.db.session() as session:
             stored = await conversations.recent(session, conversation.id, HISTORY_LIMIT)
-        history = history_to_messages([(m.role, _speaker(m.role, m.author_id, m.text, event.kind)) for m in stored])
+        history = history_to_messages(
+            [(m.role, _speaker(m.role, m.author_id, m.text, event.kind)) for m in _as_of(stored, event.ts)]
+        )
         llm = rt.loaded.config.llm
         result = await asyncio.wait_for(
             run_turn(
@@ -176,6 +178,23 @@ async def _history_lines(rt: Runtime, conversation_id: int, limit: int) -> list[
     async with rt.db.session() as session:
         rows = await conversations.recent(session, conversation_id, limit)
     return [HistoryLine(role=m.role, author_id=m.author_id, text=m.text, at=m.created_at.isoformat()) for m in rows]
+
+
+def _as_of(messages: list[Message], ts: str) -> list[Message]:
+    """The conversation as it stood when the person sent message `ts`, in platform order.
+
+    Several messages of one conversation can be answered at once (two quick DMs, several
+    people in a thread); each turn sees what came before its own message, and nothing after
+    it, so the history always ends with the message being answered."""
+
+    def at(message: Message) -> float:
+        try:
+            return float(message.platform_ts) if message.platform_ts else 0.0
+        except ValueError:
+            return 0.0
+
+    cutoff = float(ts)
+    return sorted((m for m in messages if at(m) <= cutoff), key=lambda m: (at(m), m.id))
 
 
 def _speaker(role: str, author_id: str, text: str, kind: str) -> str:

@@ -17,6 +17,9 @@ from teammates.config import ConfigError, LoadedConfig, load
 
 log = logging.getLogger("teammates")
 
+DEFAULT_WORKERS = 24
+"""Sized for 20 people writing in the same few seconds while workflows run (see README)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teammates", description="AI agents as virtual members of your Slack team.")
@@ -27,7 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="web server + workers + reconciler in one process tree")
     run.add_argument("--host", default="0.0.0.0")
     run.add_argument("--port", type=int, default=3000)
-    run.add_argument("--workers", type=int, default=2, help="RQ worker processes (default 2)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"RQ worker processes = conversations answered at once (default {DEFAULT_WORKERS})",
+    )
 
     serve = sub.add_parser("serve", help="web server only (for scale-out)")
     serve.add_argument("--host", default="0.0.0.0")
@@ -36,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="one RQ worker with the scheduler (for scale-out)")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument("--queues", default="turns,workflows,bulk", help="comma-separated, in priority order")
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes in this pool, one job each at a time")
 
     sub.add_parser("migrate", help="apply database migrations")
 
@@ -95,7 +104,7 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if command == "serve":
         asyncio.run(processes.serve(loaded, args.host, args.port))
     elif command == "worker":
-        processes.work(loaded, [q.strip() for q in args.queues.split(",") if q.strip()], args.burst)
+        processes.work(loaded, [q.strip() for q in args.queues.split(",") if q.strip()], args.burst, args.concurrency)
     elif command == "run":
         if is_sqlite(loaded.config.database_url):
             upgrade(loaded.config.database_url)

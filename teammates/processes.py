@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 from aiohttp import web
 from rq import SimpleWorker
+from rq.worker_pool import WorkerPool
 
 from bot.inbox import Inbox
 from bot.server import SLACK_APPS, connect_socket_mode, create_app
@@ -68,31 +69,75 @@ async def _sweep_forever(db: Database, inbox: Inbox) -> None:
             log.exception("sweep failed")
 
 
-def work(loaded: LoadedConfig, queue_names: Sequence[str], burst: bool) -> None:
-    """One RQ worker with RQ's scheduler. `SimpleWorker` runs jobs in this process (no fork
-    per job): ~5x the throughput of the forking worker, and jobs keep their DB pool and HTTP
-    connections on the worker's persistent event loop."""
+def work(loaded: LoadedConfig, queue_names: Sequence[str], burst: bool, concurrency: int = 1) -> None:
+    """RQ workers with RQ's scheduler: `concurrency` processes, each running one job at a time.
+
+    `SimpleWorker` runs the job in the worker process itself (no fork per job): ~5x the
+    throughput of RQ's forking worker, and jobs keep their database pool and HTTP connections on
+    the process's persistent event loop. Several of them run as an RQ `WorkerPool`, forked from
+    this process after the heavy imports, so they share those pages copy-on-write."""
     job_runtime.install(lambda: worker_runtime(loaded))
     redis = queues.redis_from_url(loaded.config.redis_url)
-    worker = SimpleWorker([queues.queue(redis, name) for name in queue_names], connection=redis)
-    worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    if concurrency <= 1:
+        worker = SimpleWorker([queues.queue(redis, name) for name in queue_names], connection=redis)
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        return
+    _preload()
+    pool = WorkerPool(list(queue_names), connection=redis, num_workers=concurrency, worker_class=SimpleWorker)
+    pool.start(burst=burst, logging_level="WARNING")
+
+
+def _preload() -> None:
+    """Import what jobs use before forking the pool, so every worker shares it."""
+    import aiosqlite  # noqa: F401
+    import anthropic  # noqa: F401
+    import asyncpg  # noqa: F401
+    import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401
+    import sqlalchemy.dialects.sqlite.aiosqlite  # noqa: F401
+
+    import jobs.turns  # noqa: F401
+
+
+def split_workers(total: int) -> list[tuple[str, int]]:
+    """How `teammates run` divides `total` worker processes: most answer conversation turns
+    only, so a person never waits behind workflow or bulk work; the rest take every queue
+    (turns first). Returns (queues, processes) per pool."""
+    general = max(1, total // 6)
+    dedicated = total - general
+    pools = [("turns,workflows,bulk", general)]
+    if dedicated:
+        pools.insert(0, ("turns", dedicated))
+    return pools
 
 
 def run(loaded: LoadedConfig, host: str, port: int, workers: int, argv_config: list[str]) -> None:
-    """Everything in one command: `workers` worker processes plus the web server here."""
-    children = [
-        subprocess.Popen([sys.executable, "-m", "teammates", *argv_config, "worker"], env=os.environ.copy())
-        for _ in range(workers)
+    """Everything in one command: worker pools as child processes, the web server here.
+    A pool that dies is started again; on SIGTERM every worker finishes its current job."""
+    commands = [
+        [sys.executable, "-m", "teammates", *argv_config, "worker", "--queues", names, "--concurrency", str(count)]
+        for names, count in split_workers(workers)
     ]
-    log.info("started %d worker(s)", workers)
+    children = [subprocess.Popen(command) for command in commands]
+    stopping = threading.Event()
+
+    def supervise() -> None:
+        while not stopping.wait(2.0):
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping.is_set():
+                    log.warning("worker pool exited with %s; starting it again", child.returncode)
+                    children[index] = subprocess.Popen(commands[index])
+
+    threading.Thread(target=supervise, name="supervisor", daemon=True).start()
+    log.info("started %d worker(s): %s", workers, ", ".join(f"{n} on {q}" for q, n in split_workers(workers)))
     try:
         asyncio.run(serve(loaded, host, port))
     finally:
+        stopping.set()
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
         for child in children:
             try:
-                child.wait(timeout=SHUTDOWN_GRACE)
+                child.wait(timeout=loaded.config.workers.turn_timeout + 5)
             except subprocess.TimeoutExpired:
                 child.kill()

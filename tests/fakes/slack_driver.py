@@ -41,9 +41,16 @@ def _next() -> int:
         return next(_counter)
 
 
+_last_us = 0
+
+
 def new_ts() -> str:
     """A unique message ts in Slack's format ("<seconds>.<6 digits>")."""
-    return f"{int(time.time())}.{_next() % 1_000_000:06d}"
+    global _last_us
+    with _counter_lock:
+        us = max(time.time_ns() // 1000, _last_us + 1)  # like Slack: time-ordered, unique
+        _last_us = us
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
 def _new_event_id() -> str:

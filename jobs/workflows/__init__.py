@@ -1,0 +1,1 @@
+"""Workflow definitions: the published YAML/JSON format, its durations and its templates."""

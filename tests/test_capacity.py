@@ -1,0 +1,128 @@
+"""Many people at once, several processes, restarts: every message is answered exactly once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+
+import redis
+from rq import Queue
+
+from tests.conftest import ANA, NOVA, NOVA_DM, Stack, free_port, wait_until
+from tests.fakes.anthropic_api import Reply
+from tests.fakes.slack_driver import SlackDriver
+
+
+def echo(delay: float = 0.0):  # type: ignore[no-untyped-def]
+    def respond(body: dict) -> Reply:
+        last = body["messages"][-1]["content"]
+        text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last if b.get("type") == "text")
+        return Reply(text=f"re: {text.split(chr(10) * 2)[-1]}", delay=delay)  # the newest of merged lines
+
+    return respond
+
+
+def replies_to(stack: Stack) -> Counter[str]:
+    return Counter(p["text"] for p in stack.slack.posts_by(NOVA["token"]))
+
+
+def test_teammates_run_answers_and_stops_cleanly(stack: Stack) -> None:
+    stack.llm.set_responder(echo())
+    proc = stack.start("run", "run", "--host", "127.0.0.1", "--port", str(stack.port), "--workers", "2")
+    wait_until(stack._healthy, timeout=30, what="teammates run to serve")
+    stack.driver().dm(ANA, "hello run", channel=NOVA_DM)
+    stack.slack.wait_for_posts(1, token=NOVA["token"], timeout=20)
+    assert replies_to(stack) == Counter({"re: hello run": 1})
+    stack.stop("run")
+    assert proc.returncode == 0
+    workers = redis.Redis.from_url(stack.env["REDIS_URL"]).smembers("rq:workers")
+    assert workers == set(), "every worker deregistered on shutdown"
+
+
+def test_sigterm_to_a_worker_mid_turn_finishes_that_turn_once(stack: Stack) -> None:
+    stack.up()
+    stack.llm.set_responder(echo(delay=2.0))
+    stack.driver().dm(ANA, "slow question", channel=NOVA_DM)
+    stack.llm.wait_for_requests(1)
+    stack.stop("worker", sig=signal.SIGTERM)  # warm shutdown: the current job completes
+    stack.start_worker("worker2")
+    wait_until(lambda: replies_to(stack), what="the reply")
+    time.sleep(1.0)
+    assert replies_to(stack) == Counter({"re: slow question": 1})
+    assert len(stack.llm.requests) == 1
+
+
+def test_sigterm_to_the_web_process_during_a_burst_loses_no_acked_message(stack: Stack) -> None:
+    stack.up()
+    stack.llm.set_responder(echo())
+    driver = stack.driver()
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def burst() -> None:
+        i = 0
+        while not stop.is_set() and i < 400:
+            i += 1
+            try:
+                status, _, _ = driver.dm(ANA, f"m{i}", channel=NOVA_DM)
+            except OSError:
+                continue
+            if status == 200:
+                acked.append(f"re: m{i}")
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    wait_until(lambda: len(acked) >= 20, what="some acks")
+    stack.stop("web", sig=signal.SIGTERM)
+    stop.set()
+    sender.join(30)
+    wait_until(lambda: set(acked) <= set(replies_to(stack)), timeout=60, what=f"{len(acked)} acked messages answered")
+    assert all(count == 1 for count in replies_to(stack).values())
+
+
+def test_two_web_processes_and_two_workers_answer_each_message_once(stack: Stack) -> None:
+    stack.llm.set_responder(echo())
+    stack.start_web()
+    second_port = free_port()
+    stack.start("web2", "serve", "--host", "127.0.0.1", "--port", str(second_port))
+    wait_until(lambda: _healthy(second_port), timeout=30, what="second web process")
+    stack.start_worker("worker")
+    stack.start_worker("worker2")
+    drivers = [stack.driver(), SlackDriver(f"http://127.0.0.1:{second_port}/slack/nova/events", NOVA["secret"], bot_user_id=NOVA["user"], slack=stack.slack)]
+    sent = []
+    for i in range(100):
+        first, second = (drivers[0], drivers[1]) if i % 2 else (drivers[1], drivers[0])
+        status, event_id, ts = first.dm(ANA, f"q{i}", channel=NOVA_DM)
+        assert status == 200
+        sent.append(f"re: q{i}")
+        if i % 3 == 0:  # Slack retries this one on the *other* web process
+            event = {"type": "message", "user": ANA, "text": f"q{i}", "ts": ts, "channel": NOVA_DM, "channel_type": "im"}
+            assert second.send_event(event, event_id=event_id, retry_num=1)[0] == 200
+    wait_until(lambda: set(sent) <= set(replies_to(stack)), timeout=60, what="all 100 answered")
+    time.sleep(1.0)
+    assert replies_to(stack) == Counter({text: 1 for text in sent})
+    assert len(stack.llm.requests) == 100
+
+
+def test_a_turn_does_not_wait_behind_500_queued_workflow_steps(stack: Stack) -> None:
+    connection = redis.Redis.from_url(stack.env["REDIS_URL"])
+    workflows = Queue("workflows", connection=connection)
+    for _ in range(500):
+        workflows.enqueue("time.sleep", 0.02)
+    stack.llm.set_responder(echo())
+    stack.up()
+    stack.driver().dm(ANA, "urgent", channel=NOVA_DM)
+    stack.slack.wait_for_posts(1, token=NOVA["token"], timeout=20)
+    assert workflows.count > 250, f"only {workflows.count} of 500 steps were still waiting"
+
+
+def _healthy(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
