@@ -344,7 +344,7 @@ class FakeAnthropic:
         with self._lock:
             return copy.deepcopy(self._requests)
 
-    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_for_requests(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Block until at least `n` requests were answered (or decided); return them all."""
         with self._cond:
             ok = self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout)

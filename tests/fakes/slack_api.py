@@ -471,7 +471,7 @@ class FakeSlack:
         with self._lock:
             return [dict(copy.deepcopy(m), token=t) for t, m in self._posts]
 
-    def wait_for_posts(self, n: int, token: str | None = None, timeout: float = 10.0) -> list[Json]:
+    def wait_for_posts(self, n: int, token: str | None = None, timeout: float = 30.0) -> list[Json]:
         """Block until at least n posts (by token, if given) exist; assert with context otherwise."""
 
         def matching() -> list[Json]:
