@@ -9,12 +9,14 @@ import asyncio
 import logging
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
 from bot.inbox import Inbox
+from bot.metrics import CapacityCollector
 from bot.slack.apps import member_app
 from storage.db import Database
 from teammates.config import LoadedConfig
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 SLACK_APPS = web.AppKey("slack_apps", dict[str, AsyncApp])
 DATABASE = web.AppKey("database", Database)
 INBOX = web.AppKey("inbox", Inbox)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 def slack_apps(loaded: LoadedConfig, inbox: Inbox) -> dict[str, AsyncApp]:
@@ -59,6 +62,10 @@ def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Applicat
     app[SLACK_APPS] = slack_apps(loaded, inbox)
     app[DATABASE] = db
     app[INBOX] = inbox
+    registry = CollectorRegistry()
+    registry.register(_ProcessMetrics())
+    registry.register(CapacityCollector(inbox.redis))
+    app[METRICS] = registry
     app.router.add_post("/slack/{member}/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -90,6 +97,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def metrics(_request: web.Request) -> web.Response:
-    body = generate_latest()
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[METRICS]
+    body = await asyncio.to_thread(generate_latest, registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _ProcessMetrics(Collector):
+    """This process's own metrics (inbound counters, hand-off latency, GC, memory)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return REGISTRY.collect()

@@ -22,7 +22,7 @@ from agents.messages import RETRY_TURN_ACTION, Button
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
-from jobs import loop
+from jobs import capacity, loop
 from jobs.runtime import Runtime, current
 from storage import conversations, effects, inbound, members, usage
 from storage.models import Effect, InboundEvent, Message
@@ -113,7 +113,18 @@ async def answer(rt: Runtime, inbound_id: int) -> str:
     async with rt.db.session() as session:
         await effects.finish(session, reply.id, {"text": result.text, "ts": ts})
     log.info("answered in %d round(s), tools=%s", result.iterations, ",".join(result.tool_calls) or "-", extra=extra)
+    _observe_latency(rt, event)
     return await _finish(rt, event, conversation.id, result.text, reply.id, channel, reply_thread)
+
+
+def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
+    if rt.redis is None:
+        return
+    received = event.received_at if event.received_at.tzinfo else event.received_at.replace(tzinfo=UTC)
+    try:
+        capacity.observe_turn(rt.redis, (datetime.now(UTC) - received).total_seconds())
+    except Exception:  # noqa: BLE001 - a metric never fails a turn
+        log.info("turn latency not recorded", exc_info=True)
 
 
 async def _finish(rt: Runtime, event: InboundEvent, conversation_id: int, text: str, effect_id: str, channel: Channel, reply_thread: str | None) -> str:

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="validate config and reach the database, Redis and Slack")
 
+    status = sub.add_parser("status", help="queues, workers, turn latency and token usage")
+    status.add_argument("--json", action="store_true")
+
     manifest = sub.add_parser("manifest", help="print a member's Slack app manifest")
     manifest.add_argument("member")
     manifest.add_argument("--url", default="https://example.com", help="public base URL of `teammates serve`")
@@ -86,6 +89,11 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         from teammates.check import check
 
         return 0 if asyncio.run(check(loaded, print)) else 1
+    if command == "status":
+        from teammates.status import status
+
+        asyncio.run(status(loaded, print, args.json))
+        return 0
     if command == "manifest":
         from teammates.manifest import render
 

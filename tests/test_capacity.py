@@ -126,3 +126,30 @@ def _healthy(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def test_capacity_is_visible_in_metrics_and_status(stack: Stack) -> None:
+    import json as _json
+    import urllib.request
+
+    stack.llm.set_responder(echo())
+    stack.up(workers=2)
+    stack.driver().dm(ANA, "hello", channel=NOVA_DM)
+    stack.slack.wait_for_posts(1, token=NOVA["token"])
+    def scrape() -> str:
+        with urllib.request.urlopen(stack.url + "/metrics") as response:
+            return response.read().decode()
+
+    def settled() -> str | None:
+        text = scrape()
+        return text if 'teammates_workers{state="idle"} 2.0' in text and "turn_latency_seconds_count 1.0" in text else None
+
+    text = wait_until(settled, what="both workers idle and the turn counted")
+    assert 'teammates_queue_depth{queue="turns"} 0.0' in text
+    assert "teammates_turn_latency_seconds_count 1.0" in text
+    result = stack.cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    report = _json.loads(result.stdout)
+    assert report["workers"] == {"busy": 0, "idle": 2}
+    assert report["turns"]["answered"] == 1 and report["turns"]["p95_seconds_at_most"] > 0
+    assert report["tokens"]["nova"]["input"] > 0 and report["tokens"]["nova"]["output"] > 0
