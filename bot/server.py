@@ -14,7 +14,9 @@ from prometheus_client.registry import Collector
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 
+from bot.hooks import webhook
 from bot.inbox import Inbox
 from bot.metrics import CapacityCollector
 from bot.slack.apps import member_app
@@ -46,15 +48,33 @@ def slack_apps(loaded: LoadedConfig, inbox: Inbox) -> dict[str, AsyncApp]:
 
 async def connect_socket_mode(loaded: LoadedConfig, apps: dict[str, AsyncApp]) -> list[AsyncSocketModeHandler]:
     """Members with an app-level token receive their events over Socket Mode instead of HTTP
-    (same Bolt app, same listener, same durable hand-off before the ack)."""
+    (same Bolt app, same listener, same durable hand-off before the ack).
+
+    A token Slack rejects is reported once and that member skipped: slack-sdk would otherwise
+    retry the connection forever. Connections are made in the background, so one slow or
+    failing member never holds up the others or the server's start."""
     handlers = []
     for member in loaded.config.members:
-        if member.id in apps and member.slack and member.slack.app_token:
-            handler = AsyncSocketModeHandler(apps[member.id], member.slack.app_token)
-            await handler.connect_async()
-            handlers.append(handler)
-            log.info("member %s connected over Socket Mode", member.id, extra={"member": member.id})
+        if member.id not in apps or not member.slack or not member.slack.app_token:
+            continue
+        try:
+            await apps[member.id].client.apps_connections_open(app_token=member.slack.app_token)
+        except SlackApiError as exc:
+            log.error("member %s: Socket Mode refused (%s): check its app_token", member.id, exc.response.get("error"), extra={"member": member.id})
+            continue
+        except Exception as exc:  # noqa: BLE001
+            log.error("member %s: cannot reach Slack for Socket Mode (%s)", member.id, type(exc).__name__, extra={"member": member.id})
+            continue
+        handler = AsyncSocketModeHandler(apps[member.id], member.slack.app_token)
+        handlers.append(handler)
+        task = asyncio.create_task(handler.connect_async())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+        log.info("member %s connecting over Socket Mode", member.id, extra={"member": member.id})
     return handlers
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Application:
@@ -67,6 +87,7 @@ def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Applicat
     registry.register(CapacityCollector(inbox.redis))
     app[METRICS] = registry
     app.router.add_post("/slack/{member}/events", slack_events)
+    app.router.add_post("/hooks/{workflow}", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from redis import Redis
@@ -25,9 +26,14 @@ if TYPE_CHECKING:  # the web process never imports anthropic (1.5 s, tens of MB)
 class Runtime:
     loaded: LoadedConfig
     db: Database
-    llm: anthropic.AsyncAnthropic
     channels: ChannelProvider
     redis: Redis | None  # None in `teammates chat`, which needs no queue
+    llm_factory: Callable[[], anthropic.AsyncAnthropic] | None = None
+
+    @cached_property
+    def llm(self) -> anthropic.AsyncAnthropic:
+        """Created on first use: a web process that only reconciles never imports anthropic."""
+        return (self.llm_factory or (lambda: llm_client(self.loaded)))()
 
 
 _builder: Callable[[], Runtime] | None = None

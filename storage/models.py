@@ -243,6 +243,8 @@ class StepRun(Base):
     step_path: Mapped[str] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column()  # a worker is on it until then
+    wake_at: Mapped[datetime | None] = mapped_column()  # a wait, an approval's timeout
     input: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)

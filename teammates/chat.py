@@ -61,7 +61,7 @@ async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, 
     def channels(platform: str, _member: str) -> Channel:
         return terminal
 
-    rt = Runtime(loaded=loaded, db=db, llm=llm_client(loaded), channels=channels, redis=None)
+    rt = Runtime(loaded=loaded, db=db, channels=channels, redis=None, llm_factory=lambda: llm_client(loaded))
     user = getpass.getuser()
     stdout.write(f"You are talking with {member.name} ({member.role}). Ctrl-D to leave.\n")
     try:

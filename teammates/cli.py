@@ -53,6 +53,25 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="validate config and reach the database, Redis and Slack")
 
+    workflow = sub.add_parser("workflow", help="apply, list, run, pause and resume workflows")
+    wsub = workflow.add_subparsers(dest="action", required=True, metavar="ACTION")
+    wsub.add_parser("apply", help="create a workflow or a new version from YAML/JSON").add_argument("file")
+    wsub.add_parser("list", help="workflows with status, version, trigger, last and next run").add_argument("--json", action="store_true")
+    wrun = wsub.add_parser("run", help="start a run now; prints its id")
+    wrun.add_argument("name")
+    wrun.add_argument("--input", action="append", default=[], metavar="KEY=VALUE")
+    wsub.add_parser("pause").add_argument("name")
+    wsub.add_parser("resume").add_argument("name")
+
+    runs = sub.add_parser("runs", help="runs with each step's status, attempts and output")
+    runs.add_argument("--workflow")
+    runs.add_argument("--json", action="store_true")
+
+    secret = sub.add_parser("secret", help="store secrets for workflows ({{ secrets.NAME }})")
+    ssub = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ssub.add_parser("set", help="value read from standard input").add_argument("name")
+    ssub.add_parser("list", help="names only")
+
     status = sub.add_parser("status", help="queues, workers, turn latency and token usage")
     status.add_argument("--json", action="store_true")
 
@@ -89,6 +108,22 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         from teammates.check import check
 
         return 0 if asyncio.run(check(loaded, print)) else 1
+    if command in ("workflow", "runs", "secret"):
+        from teammates import workflows_cli as w
+
+        if command == "runs":
+            asyncio.run(w.list_runs(loaded, args.workflow, print, args.json))
+        elif command == "secret":
+            asyncio.run(w.secret_set(loaded, args.name, print) if args.action == "set" else w.secret_list(loaded, print))
+        elif args.action == "apply":
+            asyncio.run(w.apply(loaded, args.file, print))
+        elif args.action == "list":
+            asyncio.run(w.list_workflows(loaded, print, args.json))
+        elif args.action == "run":
+            asyncio.run(w.run_now(loaded, args.name, args.input, print))
+        else:
+            asyncio.run(w.set_status(loaded, args.name, "paused" if args.action == "pause" else "active", print))
+        return 0
     if command == "status":
         from teammates.status import status
 

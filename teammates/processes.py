@@ -18,11 +18,12 @@ from rq.worker_pool import WorkerPool
 
 from bot.inbox import Inbox
 from bot.server import SLACK_APPS, connect_socket_mode, create_app
-from jobs import intake, queues
+from jobs import engine, intake, queues, schedules
 from jobs import runtime as job_runtime
+from jobs.runtime import Runtime
 from storage.db import Database
 from teammates.config import LoadedConfig
-from teammates.runtime import prepare_database, worker_runtime
+from teammates.runtime import prepare_database, slack_channels, worker_runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,39 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    socket_handlers = await connect_socket_mode(loaded, app[SLACK_APPS])
-    log.info("listening on http://%s:%d (%d member(s) on Slack)", host, port, len(app[SLACK_APPS]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    socket_handlers = await connect_socket_mode(loaded, app[SLACK_APPS])
+    log.info("listening on http://%s:%d (%d member(s) on Slack)", host, port, len(app[SLACK_APPS]))
     sweeper = asyncio.create_task(_sweep_forever(db, inbox))
+    engine_rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis)
+    reconciler = asyncio.create_task(_reconcile_forever(engine_rt, config.workers.reconcile_every))
     gc.collect()
     gc.freeze()  # start-up objects leave the collector's view: shorter pauses inside acks
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     sweeper.cancel()
+    reconciler.cancel()
     for handler in socket_handlers:
         await handler.close_async()
     await runner.cleanup()
     await db.close()
+
+
+async def _reconcile_forever(rt: Runtime, every: float) -> None:
+    """Schedules and steps: queue every active schedule's next slot, catch up missed ones,
+    hand steps of dead workers to others, wake due timers. Harmless when several processes
+    run it: slots and steps are unique in the database."""
+    assert rt.redis is not None
+    while True:
+        try:
+            await schedules.reconcile(rt.db, rt.redis)
+            await engine.reconcile(rt)
+        except Exception:  # noqa: BLE001
+            log.exception("reconcile failed")
+        await asyncio.sleep(every)
 
 
 async def _sweep_forever(db: Database, inbox: Inbox) -> None:

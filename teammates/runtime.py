@@ -36,9 +36,9 @@ def worker_runtime(loaded: LoadedConfig) -> Runtime:
     return Runtime(
         loaded=loaded,
         db=Database(loaded.config.database_url),
-        llm=llm_client(loaded),
         channels=slack_channels(loaded),
         redis=redis_from_url(loaded.config.redis_url),
+        llm_factory=lambda: llm_client(loaded),
     )
 
 

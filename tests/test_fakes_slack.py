@@ -286,3 +286,73 @@ async def test_bolt_app_end_to_end(fake: FakeSlack) -> None:
         assert [c["method"] for c in fake.calls][:2] == ["auth.test", "chat.postMessage"]
     finally:
         await runner.cleanup()
+
+
+async def test_socket_mode_hello_events_acks_and_reconnect(fake: FakeSlack) -> None:
+    """slack_sdk's aiohttp SocketModeClient opens a connection with the xapp- token, gets
+    envelopes (payload = the Events API body), acks them, and reconnects on `disconnect`."""
+    from slack_sdk.socket_mode.aiohttp import SocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+    from slack_sdk.socket_mode.response import SocketModeResponse
+
+    app_token = "xapp-1-nova"
+    fake.add_app_token(app_token, bot_token=TOKEN)
+    with pytest.raises(SlackApiError) as err:
+        await client(fake).apps_connections_open(app_token=TOKEN)
+    assert err.value.response["error"] == "not_allowed_token_type"
+    with pytest.raises(SlackApiError) as err:
+        await client(fake, token=app_token).auth_test()
+    assert err.value.response["error"] == "not_allowed_token_type"
+
+    received: list[SocketModeRequest] = []
+    hellos: list[dict[str, Any]] = []
+
+    async def on_request(sm: Any, req: SocketModeRequest) -> None:
+        received.append(req)
+        await sm.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+
+    async def on_message(_sm: Any, message: dict[str, Any], _raw: str | None) -> None:
+        if message.get("type") == "hello":
+            hellos.append(message)
+
+    sm = SocketModeClient(app_token=app_token, web_client=client(fake), ping_interval=1)
+    sm.socket_mode_request_listeners.append(on_request)
+    sm.message_listeners.append(on_message)
+    assert not fake.socket_connected(app_token)
+    try:
+        await sm.connect()
+        await asyncio.to_thread(fake.wait_socket, app_token, 5)
+        event = {"type": "message", "channel": IM, "user": HUMAN, "text": "hi", "ts": "1.000001"}
+        envelope_id = await asyncio.to_thread(
+            fake.send_socket_event, app_token, event, event_id="Ev0SOCKET1"
+        )
+        ack = await asyncio.to_thread(fake.wait_socket_ack, app_token, envelope_id, 5)
+        assert ack == {"envelope_id": envelope_id}
+        [req] = received
+        assert req.type == "events_api" and req.retry_attempt == 0 and req.retry_reason == ""
+        assert req.payload["type"] == "event_callback" and req.payload["event_id"] == "Ev0SOCKET1"
+        assert req.payload["event"] == event
+        assert req.payload["authorizations"][0]["user_id"] == NOVA
+        assert hellos and hellos[0]["connection_info"]["app_id"] == "A0NOVA001"
+
+        retry_id = await asyncio.to_thread(
+            fake.send_socket_event, app_token, event, event_id="Ev0SOCKET1", retry_attempt=1
+        )
+        await asyncio.to_thread(fake.wait_socket_ack, app_token, retry_id, 5)
+        assert received[1].retry_attempt == 1 and received[1].retry_reason == "timeout"
+        assert fake.socket_acks(app_token) == [envelope_id, retry_id]
+
+        # Slack's "disconnect" makes the client open a fresh connection; events keep flowing.
+        await asyncio.to_thread(fake.send_socket_disconnect, app_token)
+        await asyncio.to_thread(fake.wait_socket, app_token, 5, connections=2)
+        opens = [c for c in fake.calls_to("apps.connections.open") if c["token"] == app_token]
+        assert len(opens) == 2 and fake.socket_connections(app_token) == 2
+        third = await asyncio.to_thread(fake.send_socket_event, app_token, event)
+        await asyncio.to_thread(fake.wait_socket_ack, app_token, third, 5)
+    finally:
+        await sm.close()
+    from tests.conftest import wait_until
+
+    await asyncio.to_thread(
+        wait_until, lambda: not fake.socket_connected(app_token), 5, "socket closed"
+    )

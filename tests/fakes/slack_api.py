@@ -6,6 +6,11 @@ exercises the real request/response/retry code paths, while the fake keeps enoug
 (channels, threads, reactions, views) for tests to assert on what the bot did, and lets tests
 inject rate limits and outages.
 
+Socket Mode: ``add_app_token`` registers an app-level (xapp-) token for a bot;
+``apps.connections.open`` with it returns a ``ws://`` URL on this same server, where a
+websocket greets the client with ``hello``, takes envelopes from ``send_socket_event`` and
+records the acks (``{"envelope_id": ...}``) the client sends back.
+
 The server runs in its own thread with its own event loop, so it can be used from sync tests,
 async tests (without blocking their loop) and from other processes over HTTP. Every public
 method is synchronous and guarded by one lock.
@@ -17,6 +22,14 @@ Usage::
     client = AsyncWebClient(token="xoxb-nova", base_url=fake.base_url)
     ...
     fake.stop()
+
+Socket Mode::
+
+    fake.add_app_token("xapp-1-nova", bot_token="xoxb-nova")
+    ...  # the app connects (slack_sdk SocketModeClient / Bolt's AsyncSocketModeHandler)
+    fake.wait_socket("xapp-1-nova")
+    envelope_id = fake.send_socket_event("xapp-1-nova", {"type": "message", ...})
+    fake.wait_socket_ack("xapp-1-nova", envelope_id)
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = ["FakeSlack", "SCOPES"]
 
@@ -229,6 +242,11 @@ class FakeSlack:
         self._calls: list[Json] = []
         self._failures: dict[str, deque[_Failure]] = {}
         self._delay = 0.0
+        self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
+        self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
+        self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # xapp- token -> open sockets
+        self._socket_acks: dict[str, list[Json]] = {}  # xapp- token -> ack messages received
+        self._socket_connects: dict[str, int] = {}  # xapp- token -> websocket connections so far
         self._last_us = 0
         self._seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -309,6 +327,8 @@ class FakeSlack:
     async def _serve(self, sock: socket.socket) -> None:
         app = web.Application(client_max_size=20 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_get("/socket/{sid}", self._socket)
+        app.on_shutdown.append(self._close_sockets)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
@@ -351,6 +371,18 @@ class FakeSlack:
                 "bot_id": bot_id,
                 "app_id": app_id,
             }
+
+    def add_app_token(self, token: str, bot_token: str) -> None:
+        """Register an app-level token (Socket Mode) for the app of an already added bot."""
+        if not token.startswith("xapp-"):
+            raise ValueError(f"app-level tokens start with xapp-: {token!r}")
+        with self._lock:
+            if bot_token not in self._bots:
+                raise KeyError(f"unknown bot token {bot_token!r}; add_bot first")
+            self._app_tokens[token] = bot_token
+            self._sockets.setdefault(token, [])
+            self._socket_acks.setdefault(token, [])
+            self._socket_connects.setdefault(token, 0)
 
     def add_user(
         self,
@@ -531,6 +563,203 @@ class FakeSlack:
         with self._lock:
             return copy.deepcopy([c for c in self._calls if c["method"] == method])
 
+    # ------------------------------------------------------------------ Socket Mode
+
+    def socket_connected(self, app_token: str) -> bool:
+        """Whether at least one websocket of this app-level token is open."""
+        with self._lock:
+            return any(not ws.closed for ws in self._sockets.get(app_token, []))
+
+    def socket_connections(self, app_token: str) -> int:
+        """How many websocket connections this app-level token has made so far (reconnects too)."""
+        with self._lock:
+            return self._socket_connects.get(app_token, 0)
+
+    def wait_socket(self, app_token: str, timeout: float = 15.0, *, connections: int = 1) -> None:
+        """Block until the app has an open websocket (and made >= `connections` in total)."""
+
+        def ready() -> bool:
+            return (
+                self.socket_connected(app_token)
+                and self._socket_connects.get(app_token, 0) >= connections
+            )
+
+        with self._cond:
+            if self._cond.wait_for(ready, timeout):
+                return
+            opens = [
+                f"{c['status']}{' ' + c['error'] if c['error'] else ''}"
+                for c in self._calls
+                if c["method"] == "apps.connections.open" and c["token"] == app_token
+            ]
+        raise AssertionError(
+            f"no Socket Mode connection for {app_token} within {timeout}s "
+            f"(apps.connections.open calls: {opens or 'none'})"
+        )
+
+    def send_socket_event(
+        self,
+        app_token: str,
+        event: Json,
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str | None = None,
+    ) -> str:
+        """Deliver an Events API event over the app's websocket; returns the envelope_id.
+
+        The payload is the event_callback body Slack would POST over HTTP; the Socket Mode
+        envelope around it carries retry_attempt/retry_reason instead of X-Slack-Retry-*
+        headers. Call it from any thread except the fake's own event loop."""
+        with self._lock:
+            bot_token = self._app_tokens.get(app_token)
+            if bot_token is None:
+                raise KeyError(f"unknown app-level token {app_token!r}; add_app_token first")
+            bot = self._bots[bot_token]
+        payload: Json = {
+            "token": "fake-verification-token",
+            "team_id": self.team_id,
+            "context_team_id": self.team_id,
+            "context_enterprise_id": None,
+            "api_app_id": bot.app_id,
+            "event": copy.deepcopy(event),
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": bot.user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-{uuid.uuid4().hex}",
+        }
+        if retry_reason is None:
+            retry_reason = "timeout" if retry_attempt else ""
+        envelope: Json = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": payload,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        self._socket_call(self._socket_send(app_token, envelope))
+        return str(envelope["envelope_id"])
+
+    def send_socket_disconnect(self, app_token: str, reason: str = "refresh_requested") -> None:
+        """Send Slack's ``disconnect`` message (the client should open a new connection)."""
+        message = {
+            "type": "disconnect",
+            "reason": reason,
+            "debug_info": {"host": "fake-applink"},
+        }
+        self._socket_call(self._socket_send(app_token, message))
+
+    def socket_acks(self, app_token: str) -> list[str]:
+        """Envelope ids the app acknowledged over its websockets, in order received."""
+        with self._lock:
+            return [str(a["envelope_id"]) for a in self._socket_acks.get(app_token, [])]
+
+    def socket_ack_messages(self, app_token: str) -> list[Json]:
+        """The acks themselves ({"envelope_id", and "payload" if the app sent one})."""
+        with self._lock:
+            return copy.deepcopy(self._socket_acks.get(app_token, []))
+
+    def wait_socket_ack(self, app_token: str, envelope_id: str, timeout: float = 15.0) -> Json:
+        """Block until the app acks this envelope; returns the ack message."""
+
+        def ack() -> Json | None:
+            for message in self._socket_acks.get(app_token, []):
+                if message.get("envelope_id") == envelope_id:
+                    return message
+            return None
+
+        with self._cond:
+            if self._cond.wait_for(lambda: ack() is not None, timeout):
+                return copy.deepcopy(ack() or {})
+            acked = [a.get("envelope_id") for a in self._socket_acks.get(app_token, [])]
+        raise AssertionError(
+            f"envelope {envelope_id} not acked on {app_token} within {timeout}s; acked: {acked}"
+        )
+
+    def _socket_call(self, coro: Any) -> Any:
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise RuntimeError("FakeSlack is not running; start() it first")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(15)
+
+    async def _socket_send(self, app_token: str, message: Json) -> None:
+        with self._lock:
+            open_sockets = [ws for ws in self._sockets.get(app_token, []) if not ws.closed]
+        if not open_sockets:
+            raise AssertionError(f"no open Socket Mode connection for {app_token}")
+        await open_sockets[-1].send_str(json.dumps(message))  # the newest, like a fresh link
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        """The websocket behind the URL apps.connections.open hands out."""
+        with self._lock:
+            app_token = self._socket_urls.get(request.match_info["sid"])
+            bot = self._bots.get(self._app_tokens.get(app_token or "", ""))
+        if app_token is None or bot is None:
+            return web.json_response({"ok": False, "error": "invalid_socket_url"}, status=404)
+        ws = web.WebSocketResponse(autoping=True)  # answers the client's pings with pongs
+        await ws.prepare(request)
+        with self._cond:
+            self._sockets.setdefault(app_token, []).append(ws)
+            self._socket_connects[app_token] = self._socket_connects.get(app_token, 0) + 1
+            count = len([s for s in self._sockets[app_token] if not s.closed])
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": count,
+                    "debug_info": {
+                        "host": "fake-applink",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": bot.app_id},
+                }
+            )
+            with self._cond:
+                self._cond.notify_all()
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    log.warning("FakeSlack: non-JSON Socket Mode message %r", msg.data)
+                    continue
+                if isinstance(data, dict) and data.get("envelope_id"):
+                    with self._cond:
+                        self._socket_acks.setdefault(app_token, []).append(data)
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                sockets = self._sockets.get(app_token, [])
+                if ws in sockets:
+                    sockets.remove(ws)
+                self._cond.notify_all()
+        return ws
+
+    async def _close_sockets(self, _app: web.Application) -> None:
+        with self._lock:
+            sockets = [ws for group in self._sockets.values() for ws in group]
+        for ws in sockets:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    def _apps_connections_open(self, app_token: str) -> Json:
+        sid = uuid.uuid4().hex
+        self._socket_urls[sid] = app_token
+        return {"url": f"ws://127.0.0.1:{self.port}/socket/{sid}"}
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -604,11 +833,21 @@ class FakeSlack:
                 )
             default = "ratelimited" if fail.status == 429 else "internal_error"
             return fail.status, headers, {"ok": False, "error": fail.error or default}
+        if method == "apps.connections.open":
+            if not token:
+                return 200, {}, {"ok": False, "error": "not_authed"}
+            if token in self._bots:
+                return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
+            if token not in self._app_tokens:
+                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            return 200, {}, {"ok": True, **self._apps_connections_open(token)}
         handler = self._handlers.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method"}
         if not token:
             return 200, {}, {"ok": False, "error": "not_authed"}
+        if token in self._app_tokens:
+            return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
         bot = self._bots.get(token)
         if bot is None:
             return 200, {}, {"ok": False, "error": "invalid_auth"}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:14:44.570598
+Create Date: 2026-11-22 22:40:37.734267
 
 """
 from collections.abc import Sequence
@@ -261,6 +261,8 @@ def upgrade() -> None:
     sa.Column('step_path', sa.String(length=300), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('wake_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('input', sa.JSON(), nullable=True),
     sa.Column('output', sa.JSON(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),

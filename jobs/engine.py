@@ -1,0 +1,519 @@
+"""The workflow engine: runs a workflow version's steps as RQ jobs, with the database as truth.
+
+How a run moves:
+- `advance` (an RQ job) locks the run row, walks the definition against the recorded step rows
+  and queues every step that can run now (one `step_job` each, recorded `queued` first so a
+  step is never queued twice). Containers (`condition`, `foreach`, `parallel`) are decided here
+  and their decisions recorded (the chosen branch, the items), so a resumed run never decides
+  again. When nothing is left, the run completes (or fails).
+- `step_job` claims its step with a lease, runs it, records the output and asks for another
+  `advance`. A worker killed mid-step loses its lease; the reconciler hands the step to another
+  worker. A completed step is never run again.
+- `approval` and `wait` steps suspend: the step row is `waiting` with a `wake_at`, a timer job is
+  put on RQ's scheduler, and no worker is held. `decide` resumes an approval (first decision
+  wins); the timer or the reconciler wakes a wait, or expires an approval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+
+from jobs import loop, queues
+from jobs.runtime import Runtime, current
+from jobs.workflows import templates
+from jobs.workflows.definition import (
+    ApprovalStep,
+    ConditionStep,
+    ForeachStep,
+    ParallelStep,
+    Step,
+    WorkflowDefinition,
+)
+from storage import activity, approvals
+from storage import workflows as store
+from storage.db import Database
+from storage.models import StepRun, WorkflowRun, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_CHARS = 64_000
+DONE = ("done", "skipped")
+ADVANCE_JOB = "jobs.engine.advance_job"
+STEP_JOB = "jobs.engine.step_job"
+WAKE_JOB = "jobs.engine.wake_job"
+
+
+class RunFailed(Exception):
+    """The run cannot go on (a step failed with `on_error: abort`)."""
+
+
+# ---------------------------------------------------------------------------- RQ entry points
+
+
+def advance_job(run_id: str) -> str:
+    return loop.run(advance(current(), run_id))
+
+
+def step_job(run_id: str, path: str) -> str:
+    from jobs.steps import run_step
+
+    return loop.run(run_step(current(), run_id, path))
+
+
+def wake_job(run_id: str, path: str) -> str:
+    return loop.run(wake(current(), run_id, path))
+
+
+# ---------------------------------------------------------------------------- enqueueing
+
+
+def workflow_queue(rt: Runtime) -> Queue:
+    assert rt.redis is not None, "the engine needs Redis"
+    return queues.queue(rt.redis, queues.WORKFLOWS)
+
+
+def enqueue_advance(redis: Redis, run_id: str, job_id: str | None = None) -> None:
+    queues.queue(redis, queues.WORKFLOWS).enqueue(
+        ADVANCE_JOB, run_id, job_id=job_id or f"adv-{run_id}-{uuid.uuid4().hex[:8]}", result_ttl=60, job_timeout=120
+    )
+
+
+def enqueue_step(redis: Redis, run_id: str, path: str, job_timeout: int) -> None:
+    queues.queue(redis, queues.WORKFLOWS).enqueue(
+        STEP_JOB, run_id, path, job_id=f"step-{run_id}-{_job_safe(path)}-{uuid.uuid4().hex[:6]}",
+        job_timeout=job_timeout, result_ttl=60, failure_ttl=7 * 24 * 3600,
+    )
+
+
+def schedule_wake(redis: Redis, run_id: str, path: str, at: datetime) -> None:
+    """A timer on RQ's scheduler; the reconciler wakes the step too if Redis loses it."""
+    queues.queue(redis, queues.WORKFLOWS).enqueue_at(
+        at, WAKE_JOB, run_id, path, job_id=f"wake-{run_id}-{_job_safe(path)}-{int(at.timestamp())}", result_ttl=60
+    )
+
+
+def _job_safe(path: str) -> str:
+    digest = hashlib.sha1(path.encode()).hexdigest()[:10]
+    return digest
+
+
+# ---------------------------------------------------------------------------- starting runs
+
+
+async def start(rt: Runtime, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
+    """Create a run of the workflow's active version and queue its first advance; None when
+    that schedule slot already has a run."""
+    assert rt.redis is not None
+    return await start_run(rt.db, rt.redis, workflow_name, trigger, run_input, slot)
+
+
+async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
+    async with db.session() as session:
+        workflow = await store.by_name(session, workflow_name)
+        if workflow is None:
+            raise LookupError(f"no workflow named {workflow_name!r}")
+        document = await store.definition(session, workflow.id, workflow.active_version)
+        definition = WorkflowDefinition.model_validate(document)
+        values = resolve_inputs(definition, run_input)
+        run_id = await store.create_run(session, workflow, trigger, values, slot)
+        if run_id is None:
+            return None
+        await activity.record(
+            session, member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
+            description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
+            entity_id=workflow.name, run_id=run_id,
+        )
+    enqueue_advance(redis, run_id)
+    return run_id
+
+
+class InputError(ValueError):
+    """A run's input does not match the workflow's declared inputs."""
+
+
+def resolve_inputs(definition: WorkflowDefinition, given: dict[str, Any]) -> dict[str, Any]:
+    """Declared inputs with defaults applied and text values converted to their types."""
+    declared = {i.name: i for i in definition.inputs}
+    unknown = sorted(set(given) - set(declared))
+    if unknown and declared:
+        raise InputError(f"unknown input {unknown[0]!r} (inputs: {', '.join(declared)})")
+    values = dict(given)
+    for name, spec in declared.items():
+        if name not in values:
+            if spec.required and spec.default is None:
+                raise InputError(f"input {name!r} is required")
+            values[name] = spec.default
+            continue
+        values[name] = _convert(name, spec.type, values[name])
+    return values
+
+
+def _convert(name: str, kind: str, value: Any) -> Any:
+    if not isinstance(value, str) or kind == "string":
+        return value
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+        if kind == "boolean":
+            if value.lower() in ("true", "yes", "1"):
+                return True
+            if value.lower() in ("false", "no", "0"):
+                return False
+            raise ValueError(value)
+        if kind in ("list", "object"):
+            return json.loads(value)
+    except (ValueError, json.JSONDecodeError):
+        raise InputError(f"input {name!r}: expected {kind}, got {value!r}") from None
+    return value
+
+
+# ---------------------------------------------------------------------------- walking a run
+
+
+@dataclass
+class Walk:
+    """What one pass over the definition found."""
+
+    runnable: list[tuple[str, Step]] = field(default_factory=list)
+    new_rows: list[tuple[str, str, Any]] = field(default_factory=list)  # (path, status, output)
+    finished_rows: list[tuple[str, Any]] = field(default_factory=list)  # containers now done
+    contexts: dict[str, dict[str, Any]] = field(default_factory=dict)  # template context per open leaf
+    failed: str | None = None
+    waiting: bool = False
+    output: Any = None
+
+
+def run_context(run: WorkflowRun, secrets: templates.SecretsView) -> dict[str, Any]:
+    return {"inputs": dict(run.input or {}), "steps": {}, "secrets": secrets, "run": {"id": run.id}}
+
+
+def step_view(step: Step, row: StepRun | None, output: Any = None, status: str | None = None) -> dict[str, Any]:
+    """What `steps.<id>` shows templates: its output; approvals also their decision fields."""
+    value = row.output if row is not None else output
+    view: dict[str, Any] = {"output": value, "status": row.status if row is not None else status}
+    if isinstance(step, ApprovalStep):
+        decision = value if isinstance(value, dict) else {}
+        view.update({k: decision.get(k) for k in ("decision", "approved", "by", "at", "reason", "content")})
+        view["output"] = decision.get("content")
+    if row is not None and row.error:
+        view["error"] = row.error
+    return view
+
+
+def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, StepRun], plan: Walk) -> str:
+    """Walk one sequence of steps; returns "done", "blocked" or "failed"."""
+    for step in steps:
+        path = prefix + step.id
+        row = rows.get(path)
+        if row is not None and (row.status in DONE or (row.status == "failed" and step.on_error == "continue")):
+            ctx["steps"][step.id] = step_view(step, row)
+            continue
+        if row is not None and row.status == "failed":
+            plan.failed = f"step {step.id!r} failed: {row.error}"
+            return "failed"
+        if row is None and step.when is not None:
+            try:
+                go = templates.is_truthy(templates.render(step.when, ctx, step=step.id, key="when"))
+            except templates.TemplateError as exc:
+                plan.failed = str(exc)
+                return "failed"
+            if not go:
+                plan.new_rows.append((path, "skipped", None))
+                ctx["steps"][step.id] = step_view(step, None, None, "skipped")
+                continue
+        if isinstance(step, ConditionStep | ForeachStep | ParallelStep):
+            outcome = _walk_container(step, path, row, ctx, rows, plan)
+            if outcome != "done":
+                return outcome
+            continue
+        if row is None:
+            plan.runnable.append((path, step))
+        elif row.status == "waiting":
+            plan.waiting = True
+        plan.contexts[path] = ctx
+        return "blocked"
+    return "done"
+
+
+def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str, row: StepRun | None, ctx: dict[str, Any], rows: dict[str, StepRun], plan: Walk) -> str:
+    try:
+        decided = row.output if row is not None else _decide(step, ctx)
+    except templates.TemplateError as exc:
+        plan.failed = str(exc)
+        return "failed"
+    except ValueError as exc:
+        plan.failed = f"step {step.id!r}: {exc}"
+        return "failed"
+    if row is None:
+        plan.new_rows.append((path, "running", decided))
+    if isinstance(step, ConditionStep):
+        branch = decided["branch"]
+        chosen = step.condition.then if branch == "then" else step.condition.else_
+        outcome = walk(chosen, f"{path}/{branch}/", ctx, rows, plan)
+        if outcome == "done":
+            last = ctx["steps"].get(chosen[-1].id, {}).get("output") if chosen else None
+            plan.finished_rows.append((path, {**decided, "result": last}))
+            ctx["steps"][step.id] = {"output": last, "branch": branch, "status": "done"}
+        return outcome
+    if isinstance(step, ForeachStep):
+        sequences = [(f"{path}[{i}]/", step.steps, {step.as_: item, "loop": {"index": i}}) for i, item in enumerate(decided["items"])]
+        limit = step.concurrency
+    else:
+        sequences = [(f"{path}/{i}/", branch, {}) for i, branch in enumerate(step.parallel)]
+        limit = len(sequences)
+    results: list[Any] = []
+    active = 0
+    open_sequences = 0
+    for seq_prefix, seq_steps, extra in sequences:
+        started = any(p.startswith(seq_prefix) for p in rows)
+        if not started and active >= limit:
+            open_sequences += 1
+            results.append(None)
+            continue
+        seq_ctx = {**ctx, **extra, "steps": dict(ctx["steps"])}
+        outcome = walk(seq_steps, seq_prefix, seq_ctx, rows, plan)
+        if outcome == "failed":
+            return "failed"
+        if outcome == "blocked":
+            active += 1
+            open_sequences += 1
+        results.append(seq_ctx["steps"].get(seq_steps[-1].id, {}).get("output"))
+    if open_sequences:
+        return "blocked"
+    plan.finished_rows.append((path, {**decided, "results": results}))
+    ctx["steps"][step.id] = {"output": results, "status": "done"}
+    return "done"
+
+
+def _decide(step: ConditionStep | ForeachStep | ParallelStep, ctx: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(step, ConditionStep):
+        value = templates.render(step.condition.if_, ctx, step=step.id, key="condition.if")
+        return {"branch": "then" if templates.is_truthy(value) else "else"}
+    if isinstance(step, ForeachStep):
+        items = templates.render(step.foreach, ctx, step=step.id, key="foreach")
+        if not isinstance(items, list):
+            raise ValueError(f"foreach: expected a list, got {type(items).__name__}")
+        return {"items": items}
+    return {}
+
+
+# ---------------------------------------------------------------------------- advancing
+
+
+async def advance(rt: Runtime, run_id: str) -> str:
+    """Queue whatever can run now; finish the run when nothing is left."""
+    to_queue: list[tuple[str, Step]] = []
+    async with rt.db.session() as session:
+        run = await store.run(session, run_id, lock=True)
+        if run is None:
+            return "no such run"
+        if run.status in store.FINISHED_RUN:
+            return f"run {run.status}"
+        definition = WorkflowDefinition.model_validate(await store.definition(session, run.workflow_id, run.version))
+        rows = await store.steps(session, run_id)
+        plan = Walk()
+        ctx = run_context(run, templates.SecretsView(await _secrets(rt, session)))
+        outcome = walk(definition.steps, "", ctx, rows, plan)
+        for path, status, output in plan.new_rows:
+            await store.add_step(session, run_id, path, status, output=_jsonable(output), finished_at=utcnow() if status == "skipped" else None)
+        for path, output in plan.finished_rows:
+            await store.update_step(session, run_id, path, status="done", output=_jsonable(output), finished_at=utcnow())
+        for path, step in plan.runnable:
+            if await store.add_step(session, run_id, path, "queued"):
+                to_queue.append((path, step))
+        if outcome == "done":
+            last = ctx["steps"].get(definition.steps[-1].id, {}).get("output")
+            if await store.finish_run(session, run_id, "completed", output=_jsonable({"result": last})):
+                await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                      action="run_completed", description=f"Completed {definition.name}", entity_type="workflow",
+                                      entity_id=definition.name, run_id=run_id)
+        elif outcome == "failed":
+            if await store.finish_run(session, run_id, "failed", error=plan.failed):
+                await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                      action="run_failed", description=f"{definition.name} failed: {plan.failed}",
+                                      entity_type="workflow", entity_id=definition.name, run_id=run_id)
+        else:
+            busy = any(r.status in ("queued", "running", "retrying") for r in rows.values()) or to_queue
+            await store.set_run_status(session, run_id, "waiting" if plan.waiting and not busy else "running")
+    assert rt.redis is not None
+    for path, step in to_queue:
+        enqueue_step(rt.redis, run_id, path, _job_timeout(step))
+    return f"{outcome}; queued {len(to_queue)}"
+
+
+def _job_timeout(step: Step) -> int:
+    limit = step.timeout_delta
+    return int(limit.total_seconds()) + 30 if limit is not None else 600
+
+
+def _jsonable(value: Any) -> Any:
+    """Outputs are stored as JSON, bounded in size: a huge output is cut with a note."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return json.loads(text)
+    return {"truncated": True, "note": f"output was {len(text)} characters; kept the first {MAX_OUTPUT_CHARS}", "preview": text[:MAX_OUTPUT_CHARS]}
+
+
+async def _secrets(rt: Runtime, session: Any) -> dict[str, str]:
+    from storage import secrets as secret_store
+
+    key = rt.loaded.config.secrets_key
+    return await secret_store.all_values(session, key) if key else {}
+
+
+# ---------------------------------------------------------------------------- waking and deciding
+
+
+async def wake(rt: Runtime, run_id: str, path: str) -> str:
+    """A timer fired: finish a wait, expire an approval, or retry a failed attempt."""
+    async with rt.db.session() as session:
+        row = (await store.steps(session, run_id)).get(path)
+        if row is None or row.wake_at is None:
+            return "nothing to wake"
+        due = row.wake_at if row.wake_at.tzinfo else row.wake_at.replace(tzinfo=UTC)
+        if due > datetime.now(UTC) + timedelta(seconds=1):
+            return "not due yet"
+        approval_id = (row.input or {}).get("approval_id")
+        if row.status == "retrying":
+            if not await store.update_step(session, run_id, path, where_status=("retrying",), status="queued", wake_at=None):
+                return "already requeued"
+            action = "retry"
+        elif row.status == "waiting" and approval_id:
+            action = "expire"
+        elif row.status == "waiting":
+            if not await store.update_step(session, run_id, path, where_status=("waiting",), status="done", finished_at=utcnow(), wake_at=None):
+                return "already woken"
+            action = "advance"
+        else:
+            return f"step {row.status}"
+    assert rt.redis is not None
+    if action == "retry":
+        enqueue_step(rt.redis, run_id, path, 600)
+        return "retry queued"
+    if action == "expire":
+        await expire_approval(rt, str(approval_id))
+        return "approval expired"
+    enqueue_advance(rt.redis, run_id)
+    return "woken"
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # approved | rejected | expired | cancelled
+    by: str | None = None
+    reason: str | None = None
+    content: str | None = None
+
+
+async def decide(rt: Runtime, approval_id: str, decision: Decision) -> bool:
+    """Record a decision on a pending approval and resume its run. The first decision wins:
+    a later (or concurrent) one changes nothing and returns False."""
+    async with rt.db.session() as session:
+        row = await approvals.decide(session, approval_id, decision.decision, decision.by, decision.reason)
+        if row is None:
+            return False
+        output = {
+            "decision": decision.decision,
+            "approved": decision.decision == "approved",
+            "by": decision.by,
+            "at": utcnow().isoformat(),
+            "reason": decision.reason,
+            "content": decision.content if decision.content is not None else row.content,
+        }
+        assert row.run_id is not None and row.step_path is not None
+        await store.update_step(session, row.run_id, row.step_path, where_status=("waiting",), status="done",
+                                output=output, finished_at=utcnow(), wake_at=None)
+        await activity.record(session, member_id=row.member_id, actor_type="person" if decision.by else "system",
+                              actor_id=decision.by or "system", action=f"approval_{decision.decision}",
+                              description=f"{decision.decision.capitalize()}: {row.title}", entity_type="approval",
+                              entity_id=approval_id, run_id=row.run_id)
+        run_id = row.run_id
+    assert rt.redis is not None
+    enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
+    return True
+
+
+async def expire_approval(rt: Runtime, approval_id: str) -> bool:
+    """The approval's time is up: follow its `on_timeout` (skip, abort or escalate)."""
+    async with rt.db.session() as session:
+        row = await approvals.get(session, approval_id)
+        if row is None or row.status != "pending" or row.run_id is None or row.step_path is None:
+            return False
+        run = await store.run(session, row.run_id)
+        assert run is not None
+        definition = WorkflowDefinition.model_validate(await store.definition(session, run.workflow_id, run.version))
+        step = find_step(definition, row.step_path)
+        assert isinstance(step, ApprovalStep)
+        policy = step.approval.on_timeout
+        if policy == "escalate" and step.approval.escalate_to and step.approval.escalate_to not in (row.approvers or []):
+            timeout = step.approval.timeout_delta or timedelta(days=7)
+            wake_at = utcnow() + timeout
+            await approvals.escalate(session, approval_id, step.approval.escalate_to, wake_at)
+            await store.update_step(session, row.run_id, row.step_path, wake_at=wake_at)
+            run_id, path = row.run_id, row.step_path
+        else:
+            run_id, path = "", ""
+    if run_id:
+        assert rt.redis is not None
+        schedule_wake(rt.redis, run_id, path, wake_at)
+        return True
+    decided = await decide(rt, approval_id, Decision("expired", reason="timed out"))
+    if decided and policy == "abort":
+        async with rt.db.session() as session:
+            await store.update_step(session, row.run_id, row.step_path, status="failed", error="approval timed out")
+    return decided
+
+
+def find_step(definition: WorkflowDefinition, path: str) -> Step:
+    """The step a path points at (`remind[3]/draft` -> draft): ids are unique per workflow."""
+    from jobs.workflows.definition import iter_steps
+
+    wanted = path.rsplit("/", 1)[-1].split("[")[0]
+    for _, step in iter_steps(definition):
+        if step.id == wanted:
+            return step
+    raise LookupError(f"no step {wanted!r} in {definition.name}")
+
+
+# ---------------------------------------------------------------------------- reconciling
+
+
+async def reconcile(rt: Runtime) -> int:
+    """Hand steps of dead workers to others, and wake what is due (timers lost with Redis)."""
+    fixed = 0
+    async with rt.db.session() as session:
+        stale = await store.expired_steps(session)
+    assert rt.redis is not None
+    for row in stale:
+        if row.status == "running":
+            async with rt.db.session() as session:
+                if await store.update_step(session, row.run_id, row.step_path, where_status=("running",), status="queued"):
+                    fixed += 1
+                    requeue = True
+                else:
+                    requeue = False
+            if requeue:
+                enqueue_step(rt.redis, row.run_id, row.step_path, 600)
+        else:
+            fixed += 1
+            await wake(rt, row.run_id, row.step_path)
+    return fixed
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+Clock = Callable[[], datetime]

@@ -1,0 +1,127 @@
+"""Recurring triggers on RQ's own scheduler, with the database as the source of truth.
+
+Every active schedule always has its next slot queued as `enqueue_at(..., job_id=
+"wf-<workflow id>-<slot epoch>", unique=True)`. The run row is unique on (workflow, slot), so a
+duplicate job, two reconcilers or a late catch-up can never start a slot twice. The reconciler
+(`reconcile`, harmless when several run) re-creates whatever Redis lost, runs a missed slot
+once when it is within the workflow's `catch_up` window, and records older ones as skipped.
+
+Cron is evaluated in the schedule's IANA time zone (croniter + zoneinfo), so "0 9 * * *" is
+09:00 on the wall clock on both sides of a DST change."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from redis import Redis
+from rq.exceptions import DuplicateJobError
+
+from jobs import engine, loop, queues
+from jobs.runtime import Runtime, current
+from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from storage import activity, members
+from storage import workflows as store
+from storage.db import Database
+from storage.models import Workflow
+
+log = logging.getLogger(__name__)
+
+FIRE_JOB = "jobs.schedules.fire_job"
+
+
+def next_slot(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first slot strictly after `after`, as an aware UTC time."""
+    return croniter(cron, after.astimezone(zone)).get_next(datetime).astimezone(UTC)
+
+
+def previous_slot(cron: str, zone: ZoneInfo, before: datetime) -> datetime:
+    """The latest slot at or before `before`."""
+    return croniter(cron, (before + timedelta(seconds=1)).astimezone(zone)).get_prev(datetime).astimezone(UTC)
+
+
+def slot_job_id(workflow_id: int, slot: datetime) -> str:
+    return f"wf-{workflow_id}-{int(slot.timestamp())}"
+
+
+def ensure_slot(redis: Redis, workflow_id: int, slot: datetime) -> bool:
+    """Queue the slot's job unless it is queued already; True when this call queued it."""
+    try:
+        queues.queue(redis, queues.WORKFLOWS).enqueue_at(
+            slot, FIRE_JOB, workflow_id, int(slot.timestamp()), job_id=slot_job_id(workflow_id, slot), unique=True,
+            result_ttl=3600,
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def fire_job(workflow_id: int, slot_epoch: int) -> str:
+    return loop.run(fire(current(), workflow_id, slot_epoch))
+
+
+async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
+    """Start the run of one slot (once), then queue the next slot."""
+    assert rt.redis is not None
+    slot = datetime.fromtimestamp(slot_epoch, UTC)
+    async with rt.db.session() as session:
+        workflow = await session.get(Workflow, workflow_id)
+        if workflow is None or workflow.status != "active":
+            return "workflow not active"
+        definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
+        default_zone = (await members.workspace(session)).timezone
+        busy = await store.active_runs(session, workflow.id)
+    trigger = definition.trigger
+    if not isinstance(trigger, ScheduleTrigger):
+        return "not a scheduled workflow"
+    ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(default_zone), slot))
+    if busy and trigger.overlap == "skip":
+        await _record_skipped(rt.db, workflow, slot_epoch, "the previous run was still going")
+        return "skipped: previous run still going"
+    run_id = await engine.start_run(rt.db, rt.redis, workflow.name, "schedule", {}, slot=slot_epoch)
+    return f"started {run_id}" if run_id else "slot already ran"
+
+
+async def _record_skipped(db: Database, workflow: Workflow, slot_epoch: int, why: str) -> None:
+    async with db.session() as session:
+        run_id = await store.create_run(session, workflow, "schedule", {}, slot=slot_epoch)
+        if run_id is None:
+            return
+        await store.finish_run(session, run_id, "skipped", error=why)
+        await activity.record(session, member_id=workflow.member_id, actor_type="system", actor_id="scheduler",
+                              action="slot_skipped", description=f"{workflow.name}: slot {datetime.fromtimestamp(slot_epoch, UTC):%Y-%m-%d %H:%M} UTC skipped: {why}",
+                              entity_type="workflow", entity_id=workflow.name, run_id=run_id)
+    log.info("%s: slot %s skipped: %s", workflow.name, slot_epoch, why, extra={"workflow": workflow.name})
+
+
+async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> int:
+    """Make every active schedule's next slot queued; catch up or skip missed slots."""
+    now = now or datetime.now(UTC)
+    queued = 0
+    async with db.session() as session:
+        rows = [w for w in await store.all_workflows(session) if w.status == "active"]
+        default_zone = (await members.workspace(session)).timezone
+        plans = []
+        for workflow in rows:
+            definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
+            if isinstance(definition.trigger, ScheduleTrigger):
+                plans.append((workflow, definition.trigger))
+        recent = {w.id: await store.last_run(session, w.id) for w, _ in plans}
+    for workflow, trigger in plans:
+        zone = trigger.zone(default_zone)
+        if ensure_slot(redis, workflow.id, next_slot(trigger.schedule, zone, now)):
+            queued += 1
+        missed = previous_slot(trigger.schedule, zone, now)
+        created = workflow.created_at if workflow.created_at.tzinfo else workflow.created_at.replace(tzinfo=UTC)
+        last = recent[workflow.id]
+        if missed <= created or (last is not None and last.slot is not None and last.slot >= int(missed.timestamp())):
+            continue
+        if now - missed <= trigger.catch_up_window:
+            run_id = await engine.start_run(db, redis, workflow.name, "schedule", {}, slot=int(missed.timestamp()))
+            if run_id:
+                log.warning("%s: caught up missed slot %s", workflow.name, missed.isoformat(), extra={"workflow": workflow.name})
+        else:
+            await _record_skipped(db, workflow, int(missed.timestamp()), f"missed by more than {trigger.catch_up}")
+    return queued

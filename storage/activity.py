@@ -1,0 +1,40 @@
+"""The activity feed: what members did, beside what people did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.members import WORKSPACE_ID
+from storage.models import Activity
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    member_id: str | None,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    description: str,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    run_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        Activity(
+            workspace_id=WORKSPACE_ID, member_id=member_id, actor_type=actor_type, actor_id=actor_id, action=action,
+            description=description[:2000], entity_type=entity_type, entity_id=entity_id, run_id=run_id, details=details or {},
+        )
+    )
+    await session.flush()
+
+
+async def recent(session: AsyncSession, limit: int = 50, run_id: str | None = None) -> list[Activity]:
+    query = select(Activity).order_by(Activity.id.desc()).limit(limit)
+    if run_id is not None:
+        query = query.where(Activity.run_id == run_id)
+    return list((await session.execute(query)).scalars())

@@ -1,0 +1,175 @@
+"""Workflows, their immutable versions, runs and step records."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.inserts import insert_or_ignore
+from storage.members import WORKSPACE_ID
+from storage.models import StepRun, Workflow, WorkflowRun, WorkflowVersion, utcnow
+
+FINISHED_RUN = ("completed", "failed", "cancelled")
+
+
+async def apply(session: AsyncSession, document: dict[str, Any], created_by: str | None = None) -> tuple[Workflow, int, bool]:
+    """Create the workflow or add a version when the definition changed. Returns the
+    workflow, its active version and whether a new version was written."""
+    name = document["name"]
+    row = await by_name(session, name)
+    if row is None:
+        row = Workflow(
+            workspace_id=WORKSPACE_ID, name=name, member_id=document["member"],
+            description=document.get("description", ""), status="active", active_version=1, created_by=created_by,
+        )
+        session.add(row)
+        await session.flush()
+        session.add(WorkflowVersion(workflow_id=row.id, version=1, definition=document, created_by=created_by))
+        await session.flush()
+        return row, 1, True
+    current = await definition(session, row.id, row.active_version)
+    if current == document:
+        return row, row.active_version, False
+    latest = (await session.execute(select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == row.id))).scalar_one()
+    version = int(latest or 0) + 1
+    session.add(WorkflowVersion(workflow_id=row.id, version=version, definition=document, created_by=created_by))
+    row.active_version = version
+    row.member_id = document["member"]
+    row.description = document.get("description", "")
+    await session.flush()
+    return row, version, True
+
+
+async def by_name(session: AsyncSession, name: str) -> Workflow | None:
+    return (await session.execute(select(Workflow).where(Workflow.workspace_id == WORKSPACE_ID, Workflow.name == name))).scalar_one_or_none()
+
+
+async def definition(session: AsyncSession, workflow_id: int, version: int) -> dict[str, Any]:
+    row = (
+        await session.execute(
+            select(WorkflowVersion.definition).where(WorkflowVersion.workflow_id == workflow_id, WorkflowVersion.version == version)
+        )
+    ).scalar_one()
+    return dict(row)
+
+
+async def all_workflows(session: AsyncSession) -> list[Workflow]:
+    return list((await session.execute(select(Workflow).order_by(Workflow.name))).scalars())
+
+
+async def set_status(session: AsyncSession, workflow_id: int, status: str) -> None:
+    await session.execute(update(Workflow).where(Workflow.id == workflow_id).values(status=status))
+
+
+async def create_run(
+    session: AsyncSession, workflow: Workflow, trigger: str, run_input: dict[str, Any], slot: int | None = None
+) -> str | None:
+    """A new run pinned to the active version; None when that schedule slot already ran."""
+    run_id = uuid.uuid4().hex[:16]
+    inserted = await insert_or_ignore(
+        session,
+        WorkflowRun,
+        {"id": run_id, "workflow_id": workflow.id, "version": workflow.active_version, "status": "running",
+         "trigger": trigger, "slot": slot, "input": run_input},
+    )
+    return run_id if inserted else None
+
+
+async def run(session: AsyncSession, run_id: str, *, lock: bool = False) -> WorkflowRun | None:
+    """The run; with `lock`, its row is locked for the rest of the transaction so that
+    concurrent advances of one run take turns (a write takes SQLite's lock too)."""
+    if lock:
+        await session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id).values(status=WorkflowRun.status))
+    return await session.get(WorkflowRun, run_id, populate_existing=True)
+
+
+async def finish_run(session: AsyncSession, run_id: str, status: str, output: Any = None, error: str | None = None) -> bool:
+    result = await session.execute(
+        update(WorkflowRun)
+        .where(WorkflowRun.id == run_id, WorkflowRun.status.not_in(FINISHED_RUN))
+        .values(status=status, output=output, error=error, finished_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_run_status(session: AsyncSession, run_id: str, status: str) -> None:
+    await session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id, WorkflowRun.status.not_in(FINISHED_RUN)).values(status=status))
+
+
+async def active_runs(session: AsyncSession, workflow_id: int) -> int:
+    return int(
+        (
+            await session.execute(
+                select(func.count()).select_from(WorkflowRun).where(
+                    WorkflowRun.workflow_id == workflow_id, WorkflowRun.status.not_in(FINISHED_RUN)
+                )
+            )
+        ).scalar_one()
+    )
+
+
+async def runs(session: AsyncSession, workflow_id: int | None = None, limit: int = 50) -> list[WorkflowRun]:
+    query = select(WorkflowRun).order_by(WorkflowRun.started_at.desc(), WorkflowRun.id).limit(limit)
+    if workflow_id is not None:
+        query = query.where(WorkflowRun.workflow_id == workflow_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def last_run(session: AsyncSession, workflow_id: int) -> WorkflowRun | None:
+    rows = await runs(session, workflow_id, limit=1)
+    return rows[0] if rows else None
+
+
+async def steps(session: AsyncSession, run_id: str) -> dict[str, StepRun]:
+    rows = await session.execute(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id))
+    return {row.step_path: row for row in rows.scalars()}
+
+
+async def add_step(session: AsyncSession, run_id: str, path: str, status: str, output: Any = None, **values: Any) -> bool:
+    """Record a step the first time it is reached; False when it was recorded already."""
+    return await insert_or_ignore(
+        session, StepRun, {"run_id": run_id, "step_path": path, "status": status, "attempt": 0, "output": output, **values}
+    )
+
+
+async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None, **values: Any) -> bool:
+    query = update(StepRun).where(StepRun.run_id == run_id, StepRun.step_path == path)
+    if where_status is not None:
+        query = query.where(StepRun.status.in_(where_status))
+    result = await session.execute(query.values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until: datetime) -> StepRun | None:
+    """Take a queued step (or one whose worker died: its lease ran out) for one attempt."""
+    now = utcnow()
+    result = await session.execute(
+        update(StepRun)
+        .where(
+            StepRun.run_id == run_id,
+            StepRun.step_path == path,
+            (StepRun.status == "queued") | ((StepRun.status == "running") & (StepRun.lease_until < now)),
+        )
+        .values(status="running", attempt=StepRun.attempt + 1, lease_until=lease_until, started_at=now)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return (await session.execute(select(StepRun).where(StepRun.run_id == run_id, StepRun.step_path == path).execution_options(populate_existing=True))).scalar_one()
+
+
+async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun]:
+    """Steps whose worker died mid-attempt, and waits/timeouts that are due."""
+    now = utcnow()
+    rows = await session.execute(
+        select(StepRun)
+        .where(
+            ((StepRun.status == "running") & (StepRun.lease_until < now))
+            | ((StepRun.status.in_(("waiting", "retrying"))) & (StepRun.wake_at < now))
+        )
+        .limit(limit)
+    )
+    return list(rows.scalars())

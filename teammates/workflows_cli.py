@@ -1,0 +1,215 @@
+"""`teammates workflow ...`, `teammates runs` and `teammates secret ...`: thin calls into the
+engine and storage, printing one line per thing, or one JSON document with `--json`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobs import engine, schedules
+from jobs.queues import redis_from_url
+from jobs.workflows.definition import (
+    DefinitionError,
+    ScheduleTrigger,
+    WorkflowDefinition,
+    as_document,
+    load_definition,
+)
+from storage import members
+from storage import secrets as secret_store
+from storage import workflows as store
+from storage.db import Database
+from storage.models import StepRun, WorkflowRun
+from teammates.config import ConfigError, LoadedConfig
+from teammates.runtime import prepare_database
+
+Say = Callable[[str], None]
+
+
+async def apply(loaded: LoadedConfig, file: str, say: Say) -> None:
+    try:
+        text = await asyncio.to_thread(Path(file).read_text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the workflow file ({exc.strerror})") from None
+    try:
+        definition = load_definition(text, source=file)
+    except DefinitionError as exc:
+        raise ConfigError(str(exc)) from None
+    member_ids = {m.id for m in loaded.config.members}
+    if definition.member not in member_ids:
+        raise ConfigError(f"{file}: member: no member {definition.member!r} (members: {', '.join(sorted(member_ids))})")
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            row, version, changed = await store.apply(session, as_document(definition))
+        if isinstance(definition.trigger, ScheduleTrigger) and row.status == "active":
+            await _reconcile_quietly(loaded, db)
+    finally:
+        await db.close()
+    say(f"{definition.name}: {'version ' + str(version) if changed else 'unchanged (version ' + str(version) + ')'}")
+
+
+async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            zone = (await members.workspace(session)).timezone
+            items: list[dict[str, Any]] = []
+            for row in await store.all_workflows(session):
+                definition = WorkflowDefinition.model_validate(await store.definition(session, row.id, row.active_version))
+                last = await store.last_run(session, row.id)
+                trigger = definition.trigger
+                next_run = None
+                if isinstance(trigger, ScheduleTrigger) and row.status == "active":
+                    next_run = schedules.next_slot(trigger.schedule, trigger.zone(zone), datetime.now(UTC))
+                items.append({
+                    "name": row.name, "member": row.member_id, "status": row.status, "version": row.active_version,
+                    "trigger": _trigger_text(definition),
+                    "last_run": {"id": last.id, "status": last.status, "finished_at": _iso(last.finished_at)} if last else None,
+                    "next_run": _iso(next_run),
+                })
+    finally:
+        await db.close()
+    if as_json:
+        say(json.dumps(items, indent=2))
+        return
+    if not items:
+        say("no workflows yet: `teammates workflow apply FILE`")
+    for item in items:
+        previous = item["last_run"]
+        say(f"{item['name']}  v{item['version']}  {item['status']}  {item['member']}  {item['trigger']}"
+            f"  last: {previous['status'] if previous else '-'}  next: {item['next_run'] or '-'}")
+
+
+async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -> None:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--input: expected key=value, got {pair!r}")
+        values[key] = value
+    db = await _db(loaded)
+    try:
+        run_id = await engine.start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
+    except LookupError as exc:
+        raise ConfigError(str(exc).strip("'\"")) from None
+    except engine.InputError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    finally:
+        await db.close()
+    say(str(run_id))
+
+
+async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> None:
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            row = await store.by_name(session, name)
+            if row is None:
+                raise ConfigError(f"no workflow named {name!r}")
+            await store.set_status(session, row.id, status)
+        if status == "active":
+            await _reconcile_quietly(loaded, db)
+    finally:
+        await db.close()
+    say(f"{name}: {'paused' if status == 'paused' else 'active'}")
+
+
+async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_json: bool) -> None:
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            workflow_id = None
+            names: dict[int, str] = {w.id: w.name for w in await store.all_workflows(session)}
+            if workflow:
+                row = await store.by_name(session, workflow)
+                if row is None:
+                    raise ConfigError(f"no workflow named {workflow!r}")
+                workflow_id = row.id
+            items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id))
+                     for run in await store.runs(session, workflow_id)]
+    finally:
+        await db.close()
+    if as_json:
+        say(json.dumps(items, indent=2, default=str))
+        return
+    for item in items:
+        say(f"{item['id']}  {item['workflow']} v{item['version']}  {item['status']}  started {item['started_at']}")
+        for step in item["steps"]:
+            detail = step["error"] or _short(step["output"])
+            say(f"    {step['id']:<24} {step['status']:<9} attempts {step['attempts']}  {detail}")
+
+
+async def secret_set(loaded: LoadedConfig, name: str, say: Say) -> None:
+    key = loaded.config.secrets_key
+    if not key:
+        raise ConfigError(f"{loaded.path}: secrets_key: needed to store secrets (set it, e.g. ${{TEAMMATES_SECRETS_KEY}})")
+    value = sys.stdin.read().rstrip("\n")
+    if not value:
+        raise ConfigError("secret set: expected the value on standard input")
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            await secret_store.put(session, name, value, key)
+    finally:
+        await db.close()
+    say(f"secret {name} stored")
+
+
+async def secret_list(loaded: LoadedConfig, say: Say) -> None:
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            for name in await secret_store.names(session):
+                say(name)
+    finally:
+        await db.close()
+
+
+def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dict[str, Any]:
+    return {
+        "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
+        "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
+        "error": run.error,
+        "steps": [
+            {"id": path, "status": row.status, "attempts": row.attempt, "output": row.output, "error": row.error,
+             "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
+            for path, row in steps.items()
+        ],
+    }
+
+
+def _trigger_text(definition: WorkflowDefinition) -> str:
+    trigger = definition.trigger
+    if isinstance(trigger, ScheduleTrigger):
+        return f"schedule {trigger.schedule}" + (f" ({trigger.timezone})" if trigger.timezone else "")
+    return trigger.kind
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if value is not None else ""
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _db(loaded: LoadedConfig) -> Database:
+    db = Database(loaded.config.database_url)
+    await prepare_database(loaded, db)
+    return db
+
+
+async def _reconcile_quietly(loaded: LoadedConfig, db: Database) -> None:
+    try:
+        await schedules.reconcile(db, redis_from_url(loaded.config.redis_url))
+    except Exception:  # noqa: BLE001 - the running reconciler catches up when Redis is back
+        pass
