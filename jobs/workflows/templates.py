@@ -57,6 +57,12 @@ class _Environment(ImmutableSandboxedEnvironment):
             keep_trailing_newline=True,  # a prompt written as a YAML block keeps its last newline
         )
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `inputs.items` or `item.keys` must mean the key, not the dict method of that name.
+        if isinstance(obj, Mapping) and not isinstance(obj, SecretsView) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
 
 _ENV = _Environment()
 

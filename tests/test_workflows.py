@@ -1,0 +1,261 @@
+"""Workflows run from their YAML through real RQ workers: outputs flow from step to step,
+approvals suspend without holding a worker, failures retry and then follow `on_error`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import redis as redis_lib
+
+from jobs import engine
+from jobs.runtime import Runtime
+from storage.db import Database
+from teammates.config import load
+from tests.conftest import ANA, GENERAL, NOVA, ROOT, Stack, wait_until
+from tests.fakes.anthropic_api import Reply
+
+
+def apply(stack: Stack, text: str, name: str = "wf.yml") -> None:
+    (stack.workdir / name).write_text(text)
+    result = stack.cli("workflow", "apply", name)
+    assert result.returncode == 0, result.stderr
+
+
+def start(stack: Stack, name: str, *inputs: str) -> str:
+    result = stack.cli("workflow", "run", name, *[arg for i in inputs for arg in ("--input", i)])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def run_json(stack: Stack, run_id: str) -> dict[str, Any]:
+    result = stack.cli("runs", "--json")
+    assert result.returncode == 0, result.stderr
+    return next(r for r in json.loads(result.stdout) if r["id"] == run_id)
+
+
+def wait_status(stack: Stack, run_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        run = run_json(stack, run_id)
+        return run if run["status"] in statuses else None
+
+    return wait_until(reached, timeout=timeout, interval=0.2, what=f"run {run_id} to be {statuses}")
+
+
+def runtime(stack: Stack) -> Runtime:
+    loaded = load(str(stack.workdir / "teammates.yml"), env=stack.env)
+    return Runtime(loaded=loaded, db=Database(loaded.config.database_url), channels=lambda *_: None,  # type: ignore[arg-type,return-value]
+                   redis=redis_lib.Redis.from_url(stack.env["REDIS_URL"]))
+
+
+def decide(stack: Stack, approval_id: str, decision: str, content: str | None = None) -> bool:
+    async def go() -> bool:
+        rt = runtime(stack)
+        try:
+            return await engine.decide(rt, approval_id, engine.Decision(decision, by=ANA, content=content))
+        finally:
+            await rt.db.close()
+
+    return asyncio.run(go())
+
+
+def pending_approval(stack: Stack, run_id: str) -> str:
+    async def go() -> str | None:
+        from sqlalchemy import select
+
+        from storage.models import Approval
+
+        rt = runtime(stack)
+        try:
+            async with rt.db.session() as session:
+                return (await session.execute(select(Approval.id).where(Approval.run_id == run_id, Approval.status == "pending"))).scalar()
+        finally:
+            await rt.db.close()
+
+    return wait_until(lambda: asyncio.run(go()), what="a pending approval")
+
+
+def test_research_pipeline_passes_outputs_along_and_posts_after_approval(stack: Stack) -> None:
+    stack.up()
+    (stack.workdir / "pipeline.yml").write_text((ROOT / "examples/workflows/research-pipeline.yml").read_text())
+    assert stack.cli("workflow", "apply", "pipeline.yml").returncode == 0
+    stack.llm.script(Reply(text="FACTS: A, B, C"), Reply(text="SUMMARY: A matters"), Reply(text="REPORT: A wins"))
+    run_id = start(stack, "research-pipeline", "topic=CRM tools", f"channel={GENERAL}")
+
+    approval = pending_approval(stack, run_id)
+    run = wait_status(stack, run_id, "waiting")
+    assert [s["id"] for s in run["steps"]] == ["research", "summarize", "draft", "review"]
+    assert run["steps"][3]["status"] == "waiting"
+    prompts = [json.dumps(r["body"]["messages"]) for r in stack.llm.requests]
+    assert "Research CRM tools" in prompts[0]
+    assert "FACTS: A, B, C" in prompts[1] and "SUMMARY: A matters" in prompts[2]
+    # Suspended on the approval, the run holds no worker.
+    workers = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+    from rq import Worker
+
+    assert [w.get_state() for w in Worker.all(connection=workers)] == ["idle"]
+
+    assert decide(stack, approval, "approved", content="REPORT: A wins (edited)")
+    assert not decide(stack, approval, "rejected")  # the first decision wins
+    run = wait_status(stack, run_id, "completed")
+    [post] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert post["channel"] == GENERAL and post["text"] == "REPORT: A wins (edited)"
+    review = run["steps"][3]["output"]
+    assert review["decision"] == "approved" and review["by"] == ANA
+
+
+def test_unknown_template_variable_fails_the_run_naming_step_and_variable(stack: Stack) -> None:
+    stack.up()
+    apply(stack, """
+name: typo
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: first
+    tool: lookup_user
+    args: {user_id: U0ANA00001}
+  - id: second
+    post: {channel: C0GENERAL1, text: "{{ steps.first.outptu }}"}
+""")
+    run = wait_status(stack, start(stack, "typo"), "failed")
+    assert "second" in run["error"] and "steps.first.outptu" in run["error"]
+    assert stack.slack.posts_by(NOVA["token"]) == []
+
+
+def test_a_failing_step_retries_with_backoff_then_follows_on_error(stack: Stack) -> None:
+    stack.up()
+    apply(stack, """
+name: flaky
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: look
+    tool: lookup_user
+    args: {user_id: U0NOBODY01}
+    retry: {max: 2, backoff: 1s}
+    on_error: continue
+  - id: report
+    post: {channel: C0GENERAL1, text: "lookup said: {{ steps.look.error }}"}
+""")
+    began = time.monotonic()
+    run = wait_status(stack, start(stack, "flaky"), "completed", "failed")
+    assert run["status"] == "completed", run
+    look = run["steps"][0]
+    assert look["status"] == "failed" and look["attempts"] == 3
+    assert time.monotonic() - began >= 3  # waited 1 s, then 2 s, between attempts
+    [post] = stack.slack.wait_for_posts(1, token=NOVA["token"])
+    assert "no user U0NOBODY01" in post["text"]
+
+
+def test_an_approval_that_times_out_takes_the_on_timeout_path(stack: Stack) -> None:
+    stack.up()
+    apply(stack, """
+name: reminder
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: ask
+    approval: {message: "Send it?", show: "Dear client", timeout: 2s, remind_at: 1s, on_timeout: skip}
+  - id: send
+    when: "{{ steps.ask.approved }}"
+    post: {channel: C0GENERAL1, text: "{{ steps.ask.content }}"}
+  - id: note
+    post: {channel: C0GENERAL1, text: "decision: {{ steps.ask.decision }}"}
+""")
+    run = wait_status(stack, start(stack, "reminder"), "completed", "failed", timeout=30)
+    assert run["status"] == "completed"
+    assert [s["status"] for s in run["steps"]] == ["done", "skipped", "done"]
+    assert [p["text"] for p in stack.slack.wait_for_posts(1, token=NOVA["token"])] == ["decision: expired"]
+
+
+def test_foreach_over_200_items_never_runs_more_than_5_at_once(stack: Stack) -> None:
+    stack.start_web()
+    stack.start("pool", "worker", "--concurrency", "8")
+    stack.slack.set_delay(0.05)
+    items = json.dumps([f"item {i}" for i in range(200)])
+    apply(stack, f"""
+name: fanout
+member: nova
+trigger: {{manual: {{}}}}
+inputs:
+  - {{name: items, type: list, default: {items}}}
+steps:
+  - id: each
+    foreach: "{{{{ inputs.items }}}}"
+    concurrency: 5
+    steps:
+      - id: tell
+        post: {{channel: C0GENERAL1, text: "{{{{ item }}}}"}}
+""")
+    run = wait_status(stack, start(stack, "fanout"), "completed", "failed", timeout=120)
+    assert run["status"] == "completed"
+    children = [s for s in run["steps"] if s["id"].startswith("each[")]
+    assert len(children) == 200
+    events = sorted([(s["started_at"], 1) for s in children] + [(s["finished_at"], -1) for s in children])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert 2 <= peak <= 5, peak
+    texts = [p["text"] for p in stack.slack.posts_by(NOVA["token"])]
+    assert sorted(texts) == sorted(f"item {i}" for i in range(200))
+
+
+def test_workflow_list_and_webhook_trigger(stack: Stack) -> None:
+    import hashlib
+    import hmac
+    import urllib.error
+    import urllib.request
+
+    stack.env["HOOK_SECRET"] = "s3cret"
+    stack.up()
+    apply(stack, """
+name: intake
+member: nova
+trigger: {webhook: {secret: "${HOOK_SECRET}"}}
+inputs: [{name: who, type: string}]
+steps:
+  - id: greet
+    post: {channel: C0GENERAL1, text: "New lead: {{ inputs.who }}"}
+""")
+    body = json.dumps({"who": "Acme"}).encode()
+    signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers={"X-Teammates-Signature": signature})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 202
+        run_id = json.loads(response.read())["run_id"]
+    bad = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers={"X-Teammates-Signature": "sha256=00"})
+    try:
+        urllib.request.urlopen(bad)
+        raise AssertionError("expected 401")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    wait_status(stack, run_id, "completed")
+    assert [p["text"] for p in stack.slack.wait_for_posts(1, token=NOVA["token"])] == ["New lead: Acme"]
+    listing = json.loads(stack.cli("workflow", "list", "--json").stdout)
+    assert listing == [{"name": "intake", "member": "nova", "status": "active", "version": 1, "trigger": "webhook",
+                        "last_run": {"id": run_id, "status": "completed", "finished_at": listing[0]["last_run"]["finished_at"]},
+                        "next_run": None}]
+
+
+def test_a_bad_workflow_file_is_one_line_naming_the_step_and_key(stack: Stack) -> None:
+    (stack.workdir / "bad.yml").write_text("""
+name: bad
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: each
+    foreach: "{{ inputs.items }}"
+    steps:
+      - id: draft
+        agent: nova
+        promt: hello
+""")
+    result = stack.cli("workflow", "apply", "bad.yml")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "bad.yml: steps[each].steps[draft].prompt: required but missing" in result.stderr
+
+
