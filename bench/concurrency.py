@@ -71,6 +71,7 @@ class Round:
     missing: int
     duplicates: int
     unexpected: int  # other posts during the round (an apology, a stray message)
+    machine_busy: float  # share of all CPUs busy during the round (anything running), 0..1
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,7 @@ async def burst(stack: Stack, url: str, people: list[Person], label: str) -> Rou
     texts = [f"{label} from {p.user}: can you check invoice {i}?" for i, p in enumerate(people)]
     bodies = [dm_body(stack.slack, targets[p.member], p, text)[0] for p, text in zip(people, texts, strict=True)]
     started = time.time()
+    cpu_before, clock_before = busy_cpu_seconds(), time.monotonic()
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         async def one(person: Person, body: bytes) -> tuple[float, int, float]:
@@ -95,6 +97,7 @@ async def burst(stack: Stack, url: str, people: list[Person], label: str) -> Rou
 
     expected = [f"re: {text}" for text in texts]
     await wait_replies(stack.slack, expected, REPLY_TIMEOUT)
+    busy = (busy_cpu_seconds() - cpu_before) / ((time.monotonic() - clock_before) * (psutil.cpu_count() or 1))
     await asyncio.sleep(SETTLE)
     seen = replies(stack.slack)
     latencies = [seen[want][0] - sent for want, (sent, _, _) in zip(expected, results, strict=True) if seen.get(want)]
@@ -108,7 +111,14 @@ async def burst(stack: Stack, url: str, people: list[Person], label: str) -> Rou
         missing=sum(not seen.get(want) for want in expected),
         duplicates=sum(max(0, len(seen.get(want, [])) - 1) for want in expected),
         unexpected=sum(1 for text, times in seen.items() if text not in wanted for t in times if t >= started),
+        machine_busy=busy,
     )
+
+
+def busy_cpu_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine: a busy machine explains slow acks and turns."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def tree_memory(pid: int) -> dict[str, float]:
@@ -236,13 +246,13 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(json.dumps(doc, indent=2))
         return
     print(f"teammates run, {result['worker_processes']} worker processes (--workers {result['workers']}), "
-          f"SQLite; LLM fake answers each call after {args.llm_delay:g} s")
+          f"SQLite; LLM fake answers each call after {args.llm_delay:g} s; {psutil.cpu_count()} CPUs")
     print(f"{'people':>6} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'ack p95 ms':>11} {'spread ms':>10} "
-          f"{'non-200':>8} {'lost':>5} {'dup':>4} {'other':>6}")
+          f"{'non-200':>8} {'lost':>5} {'dup':>4} {'other':>6} {'CPUs busy':>10}")
     for r in rounds:
         print(f"{r.people:>6} {r.latency['p50']:>7.2f} {r.latency['p95']:>7.2f} {r.latency['max']:>7.2f} "
               f"{r.ack['p95'] * 1000:>11.1f} {r.send_spread * 1000:>10.1f} {r.bad_acks:>8} {r.missing:>5} "
-              f"{r.duplicates:>4} {r.unexpected:>6}")
+              f"{r.duplicates:>4} {r.unexpected:>6} {r.machine_busy:>10.0%}")
     at20 = next((r for r in rounds if r.people == 20), None)
     if at20 is not None:
         verdict = "met" if at20.latency["p95"] <= TARGET_P95_AT_20 else "NOT met"

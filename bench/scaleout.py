@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import psutil
 from _stack import (
     MEMBERS,
     ROOT,
@@ -78,6 +79,8 @@ class Outcome:
     llm_calls: int  # one per message when no turn ran twice
     non_200: int
     ack_ms: dict[str, float]
+    cpu_ms_per_reply: dict[str, float]  # by process group, during the load
+    machine_busy: float  # share of all CPUs busy during the load, 0..1
 
     @property
     def ok(self) -> bool:
@@ -104,6 +107,38 @@ def admin(url: str, sql: str) -> None:
             await conn.close()
 
     asyncio.run(execute())
+
+
+def cpu_snapshot(stack: Stack, database: str) -> dict[str, float]:
+    """CPU seconds used so far by each group of processes, and by the whole machine.
+
+    Why: every process here shares the machine's CPUs (the fakes and the load run inside this
+    process), so replies/s only scales with processes while CPUs are idle. PostgreSQL's share
+    is its backends serving our database (their title names it); "other" is the machine minus
+    all of ours: anything else running at the same time."""
+    groups: dict[str, list[psutil.Process]] = {"serve": [], "workers": [], "redis": [], "postgres": []}
+    for proc in psutil.process_iter(["cmdline"]):
+        if database in " ".join(proc.info["cmdline"] or []):
+            groups["postgres"].append(proc)
+    for name, proc in stack.procs.items():
+        group = "serve" if name.startswith("web") else "workers" if name.startswith("pool") else name
+        if group in groups:
+            root = psutil.Process(proc.pid)
+            groups[group] += [root, *root.children(recursive=True)]
+    groups["bench"] = [psutil.Process()]  # the load, FakeSlack and FakeAnthropic
+    out: dict[str, float] = {}
+    for group, procs in groups.items():
+        out[group] = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[group] += times.user + times.system
+    machine = psutil.cpu_times()
+    out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    out["clock"] = time.monotonic()
+    return out
 
 
 async def warm_up(stack: Stack, urls: list[str], people: list[Person]) -> None:
@@ -191,7 +226,9 @@ def measure(name: str, webs: int, pools: int, admin_dsn: str, args: argparse.Nam
         asyncio.run(warm_up(stack, urls, warm))
         assert stack.llm is not None
         calls_before = len(stack.llm.requests)
+        before = cpu_snapshot(stack, database)
         result = asyncio.run(load(stack, urls, people, args))
+        after = cpu_snapshot(stack, database)
         answered = result["answered"]
         wall = max(answered) - result["t0"] if answered else float("nan")
         ack = summary(result["acks"])
@@ -202,17 +239,25 @@ def measure(name: str, webs: int, pools: int, admin_dsn: str, args: argparse.Nam
             llm_calls=len(stack.llm.requests) - calls_before,
             non_200=sum(status != 200 for status in result["statuses"]),
             ack_ms={"p50": ack["p50"] * 1000, "p95": ack["p95"] * 1000, "max": ack["max"] * 1000},
+            cpu_ms_per_reply=per_reply_cpu(before, after, len(answered)),
+            machine_busy=(after["machine"] - before["machine"]) / ((after["clock"] - before["clock"]) * (os.cpu_count() or 1)),
         )
     finally:
         stack.close()
         admin(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def per_reply_cpu(before: dict[str, float], after: dict[str, float], replies: int) -> dict[str, float]:
+    spent = {group: after[group] - before[group] for group in ("serve", "workers", "redis", "postgres", "bench", "machine")}
+    spent["other"] = spent["machine"] - sum(v for k, v in spent.items() if k != "machine")
+    return {group: seconds * 1000 / max(1, replies) for group, seconds in spent.items()}
+
+
 def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
     a, b = outcomes
     ratio = b.replies_per_s / a.replies_per_s
     if args.json:
-        print(json.dumps({"llm_delay": args.llm_delay, "inflight": args.inflight,
+        print(json.dumps({"llm_delay": args.llm_delay, "inflight": args.inflight, "cpus": os.cpu_count(),
                           "configurations": [asdict(o) for o in outcomes], "throughput_ratio_b_over_a": ratio}, indent=2))
         return
     print(f"PostgreSQL; {args.messages} DMs from {args.people} people, {args.inflight} in flight, every "
@@ -223,6 +268,12 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
         print(f"{o.name:<7} {o.web_processes:>5} {o.workers:>7} {o.wall_s:>7.2f} {o.replies_per_s:>10.1f} {o.lost:>5} "
               f"{o.duplicates:>4} {o.unexpected:>6} {o.llm_calls:>10} {o.non_200:>8} {o.ack_ms['p50']:>11.1f} "
               f"{o.ack_ms['p95']:>11.1f}")
+    for o in outcomes:
+        cpu = o.cpu_ms_per_reply
+        print(f"{o.name}: CPU ms per reply: serve {cpu['serve']:.0f}, workers {cpu['workers']:.0f}, "
+              f"PostgreSQL {cpu['postgres']:.0f}, redis {cpu['redis']:.0f}, fakes+load {cpu['bench']:.0f}, "
+              f"anything else on the machine {cpu['other']:.0f}; "
+              f"total {cpu['machine']:.0f}; {os.cpu_count()} CPUs {o.machine_busy:.0%} busy during the load")
     ideal = args.messages * args.llm_delay
     print(f"throughput B/A = {ratio:.2f} (2.0 = linear; floor set by the LLM fake alone: "
           f"A {ideal / a.workers:.1f} s, B {ideal / b.workers:.1f} s)")

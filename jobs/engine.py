@@ -330,8 +330,9 @@ async def advance(rt: Runtime, run_id: str) -> str:
             await store.add_step(session, run_id, path, status, output=_jsonable(output), finished_at=utcnow() if status == "skipped" else None)
         for path, output in plan.finished_rows:
             await store.update_step(session, run_id, path, status="done", output=_jsonable(output), finished_at=utcnow())
+        grace = utcnow() + timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
         for path, step in plan.runnable:
-            if await store.add_step(session, run_id, path, "queued"):
+            if await store.add_step(session, run_id, path, "queued", lease_until=grace):
                 to_queue.append((path, step))
         if outcome == "done":
             last = ctx["steps"].get(definition.steps[-1].id, {}).get("output")
@@ -491,25 +492,30 @@ def find_step(definition: WorkflowDefinition, path: str) -> Step:
 
 
 async def reconcile(rt: Runtime) -> int:
-    """Hand steps of dead workers to others, and wake what is due (timers lost with Redis)."""
+    """Repair what a crash or a Redis loss left behind: steps of dead workers go to others,
+    queued steps whose job vanished are queued again, due timers fire, and runs whose next
+    advance was lost advance. Every repair is idempotent (claims and unique rows)."""
+    assert rt.redis is not None
     fixed = 0
     async with rt.db.session() as session:
         stale = await store.expired_steps(session)
-    assert rt.redis is not None
+        stalled = await store.stalled_runs(session)
+    grace = timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
     for row in stale:
-        if row.status == "running":
+        if row.status in ("running", "queued"):
             async with rt.db.session() as session:
-                if await store.update_step(session, row.run_id, row.step_path, where_status=("running",), status="queued"):
-                    fixed += 1
-                    requeue = True
-                else:
-                    requeue = False
+                requeue = await store.update_step(
+                    session, row.run_id, row.step_path, where_status=(row.status,), status="queued", lease_until=utcnow() + grace
+                )
             if requeue:
+                fixed += 1
                 enqueue_step(rt.redis, row.run_id, row.step_path, 600)
         else:
             fixed += 1
             await wake(rt, row.run_id, row.step_path)
-    return fixed
+    for run_id in stalled:
+        enqueue_advance(rt.redis, run_id)
+    return fixed + len(stalled)
 
 
 def now() -> datetime:

@@ -162,14 +162,25 @@ async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until:
 
 
 async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun]:
-    """Steps whose worker died mid-attempt, and waits/timeouts that are due."""
+    """Steps whose worker died mid-attempt, queued steps whose job was lost, and
+    waits/timeouts that are due."""
     now = utcnow()
     rows = await session.execute(
         select(StepRun)
         .where(
-            ((StepRun.status == "running") & (StepRun.lease_until < now))
+            ((StepRun.status.in_(("running", "queued"))) & (StepRun.lease_until < now))
             | ((StepRun.status.in_(("waiting", "retrying"))) & (StepRun.wake_at < now))
         )
         .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def stalled_runs(session: AsyncSession, limit: int = 200) -> list[str]:
+    """Running runs with no step queued, running, retrying or waiting: their next advance was
+    lost (a worker died in it, or Redis lost it)."""
+    busy = select(StepRun.run_id).where(StepRun.status.in_(("queued", "running", "retrying", "waiting")))
+    rows = await session.execute(
+        select(WorkflowRun.id).where(WorkflowRun.status.in_(("running", "waiting")), WorkflowRun.id.not_in(busy)).limit(limit)
     )
     return list(rows.scalars())

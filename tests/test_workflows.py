@@ -259,3 +259,46 @@ steps:
     assert "bad.yml: steps[each].steps[draft].prompt: required but missing" in result.stderr
 
 
+
+
+def test_killing_workers_mid_post_never_duplicates_or_loses_a_message(stack: Stack) -> None:
+    import random
+    import signal
+
+    config = (stack.workdir / "teammates.yml").read_text()
+    (stack.workdir / "teammates.yml").write_text(
+        config.replace("workers: {step_lease: 3, reconcile_every: 1}", "workers: {step_lease: 1, reconcile_every: 0.5}")
+    )
+    stack.start_web()
+    stack.slack.set_delay(0.15)  # a post takes long enough to be killed in the middle of it
+    apply(stack, """
+name: announce
+member: nova
+trigger: {manual: {}}
+inputs:
+  - {name: n, type: integer, default: 30}
+steps:
+  - id: each
+    foreach: "{{ range(inputs.n) | list }}"
+    concurrency: 2
+    steps:
+      - id: say
+        post: {channel: C0GENERAL1, text: "announcement {{ item }}"}
+""")
+    run_id = start(stack, "announce")
+    rng = random.Random(7)
+    stack.start_worker()
+    for _ in range(20):
+        # Wait for the worker to be inside a post (Slack has the message, the answer is still
+        # on its way), then kill it at a random point: before, during or just after the answer.
+        seen = len(stack.slack.calls_to("chat.postMessage"))
+        wait_until(lambda: len(stack.slack.calls_to("chat.postMessage")) > seen, interval=0.01, what="a post in flight")
+        time.sleep(rng.uniform(0.0, 0.3))
+        stack.stop("worker", sig=signal.SIGKILL)
+        stack.start_worker()
+    run = wait_status(stack, run_id, "completed", "failed", timeout=120)
+    assert run["status"] == "completed", run
+    texts = [p["text"] for p in stack.slack.posts_by(NOVA["token"])]
+    assert sorted(texts) == sorted(f"announcement {i}" for i in range(30)), texts
+    retried = [s for s in run["steps"] if s["id"].startswith("each[") and s["attempts"] > 1]
+    assert retried, "no kill landed inside a step: the test proved nothing"

@@ -62,3 +62,20 @@ async def post_message(ctx: ToolContext, args: PostMessageInput) -> dict[str, An
         hints = {"not_in_channel": "you are not a member of that channel", "channel_not_found": "no such channel"}
         raise ToolError(f"could not post to {channel}: {hints.get(exc.code, exc.code)}") from None
     return {"posted": True, "channel": channel, "ts": ts}
+
+
+class CurrentTimeInput(BaseModel):
+    timezone: str | None = Field(default=None, description="IANA time zone; default: the workspace's")
+
+
+@register("current_time", "The current date and time (for deadlines, 'today', 'in 3 days').", CurrentTimeInput)
+async def current_time(ctx: ToolContext, args: CurrentTimeInput) -> dict[str, Any]:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        zone = ZoneInfo(args.timezone) if args.timezone else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {args.timezone!r}") from None
+    now = datetime.now(zone)
+    return {"iso": now.isoformat(), "weekday": now.strftime("%A"), "timezone": str(zone)}

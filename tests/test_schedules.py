@@ -1,0 +1,137 @@
+"""Schedules: the database is the truth, Redis only holds the next slot of each schedule."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import redis as redis_lib
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from jobs import schedules
+from jobs.workflows.definition import as_document, load_definition
+from storage import workflows as store
+from storage.db import Database
+from tests.conftest import Stack
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+def test_a_daily_0900_schedule_stays_at_0900_local_across_both_dst_changes() -> None:
+    spring = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # clocks go forward at 02:00 on Sunday 29 March
+    first = schedules.next_slot("0 9 * * *", AMSTERDAM, spring)
+    second = schedules.next_slot("0 9 * * *", AMSTERDAM, first)
+    assert first == datetime(2026, 3, 28, 8, 0, tzinfo=UTC)  # Saturday, CET (+1)
+    assert second == datetime(2026, 3, 29, 7, 0, tzinfo=UTC)  # Sunday, CEST (+2)
+    autumn = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)  # clocks go back at 03:00 on Sunday 25 October
+    after = schedules.next_slot("0 9 * * *", AMSTERDAM, autumn)
+    assert after == datetime(2026, 10, 25, 8, 0, tzinfo=UTC)  # Sunday, CET (+1) again
+    for slot in (first, second, after):
+        assert slot.astimezone(AMSTERDAM).hour == 9
+    # 02:30 does not exist on the spring-forward night: that day's slot is not invented twice
+    nights = [schedules.next_slot("30 2 * * *", AMSTERDAM, datetime(2026, 3, 28, 3, 0, tzinfo=UTC))]
+    nights.append(schedules.next_slot("30 2 * * *", AMSTERDAM, nights[0]))
+    assert nights[0] < nights[1] and len(set(nights)) == 2
+
+
+def _documents(count: int) -> list[dict]:
+    return [
+        as_document(load_definition(f"""
+name: sched-{i:03d}
+member: nova
+trigger: {{schedule: "{i % 60} 9 * * MON-FRI", timezone: Europe/Amsterdam}}
+steps:
+  - id: now
+    tool: current_time
+"""))
+        for i in range(count)
+    ]
+
+
+def test_after_redis_is_flushed_the_reconciler_requeues_every_next_slot_once(stack: Stack) -> None:
+    assert stack.cli("workflow", "list").returncode == 0  # seeds the members
+    url, redis_url = stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
+    connection = redis_lib.Redis.from_url(redis_url)
+    now = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Amsterdam
+
+    async def main() -> None:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                for document in _documents(100):
+                    await store.apply(session, document)
+            await schedules.reconcile(db, connection, now=now)
+            connection.flushall()  # Redis loses everything
+            # two reconcilers at once (e.g. two web processes)
+            counts = await asyncio.gather(schedules.reconcile(db, connection, now=now), schedules.reconcile(db, connection, now=now))
+            assert sum(counts) == 100  # each slot was queued by exactly one of them
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+    registry = ScheduledJobRegistry(queue=Queue("workflows", connection=connection))
+    jobs = registry.get_job_ids()
+    assert len(jobs) == 100 and len(set(jobs)) == 100
+    for job_id in jobs:
+        scheduled = registry.get_scheduled_time(job_id)
+        _, workflow_id, epoch = job_id.split("-")
+        slot = datetime.fromtimestamp(int(epoch), UTC)
+        assert scheduled == slot.replace(tzinfo=None) or scheduled == slot
+        local = slot.astimezone(AMSTERDAM)
+        assert local.hour == 9 and local.date() == now.date()
+
+
+def test_a_slot_fired_twice_at_once_starts_one_run(stack: Stack) -> None:
+    assert stack.cli("workflow", "list").returncode == 0
+    url, redis_url = stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
+    connection = redis_lib.Redis.from_url(redis_url)
+    slot = int(datetime(2026, 11, 23, 8, 0, tzinfo=UTC).timestamp())
+
+    async def main() -> list:
+        from jobs.runtime import Runtime
+        from teammates.config import load
+
+        loaded = load(str(stack.workdir / "teammates.yml"), env=stack.env)
+        db = Database(url)
+        rt = Runtime(loaded=loaded, db=db, channels=lambda *_: None, redis=connection)  # type: ignore[arg-type,return-value]
+        try:
+            async with db.session() as session:
+                row, _, _ = await store.apply(session, _documents(1)[0])
+            outcomes = await asyncio.gather(*(schedules.fire(rt, row.id, slot) for _ in range(3)))
+            async with db.session() as session:
+                runs = await store.runs(session, row.id)
+            assert len([r for r in runs if r.slot == slot]) == 1
+            return outcomes
+        finally:
+            await db.close()
+
+    outcomes = asyncio.run(main())
+    assert sum(1 for o in outcomes if o.startswith("started")) == 1
+
+
+def test_a_missed_slot_inside_the_catch_up_window_runs_once_and_older_ones_are_skipped(stack: Stack) -> None:
+    assert stack.cli("workflow", "list").returncode == 0
+    url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+
+    async def main() -> list[str]:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                recent, _, _ = await store.apply(session, as_document(load_definition(
+                    'name: recent\nmember: nova\ntrigger: {schedule: "*/10 * * * *", catch_up: 1h}\nsteps: [{id: now, tool: current_time}]')))
+                stale, _, _ = await store.apply(session, as_document(load_definition(
+                    'name: stale\nmember: nova\ntrigger: {schedule: "*/10 * * * *", catch_up: 1m}\nsteps: [{id: now, tool: current_time}]')))
+                for row in (recent, stale):  # created an hour ago, so the last slot was missed
+                    row.created_at = datetime.now(UTC) - timedelta(hours=1)
+            now = datetime.now(UTC).replace(second=0, microsecond=0)
+            now = now.replace(minute=now.minute - now.minute % 10) + timedelta(minutes=5)
+            for _ in range(2):
+                await schedules.reconcile(db, connection, now=now)
+            async with db.session() as session:
+                return [r.status for r in await store.runs(session, recent.id)] + [r.status for r in await store.runs(session, stale.id)]
+        finally:
+            await db.close()
+
+    assert asyncio.run(main()) == ["running", "skipped"]
