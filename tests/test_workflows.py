@@ -292,7 +292,7 @@ steps:
         # Wait for the worker to be inside a post (Slack has the message, the answer is still
         # on its way), then kill it at a random point: before, during or just after the answer.
         seen = len(stack.slack.calls_to("chat.postMessage"))
-        wait_until(lambda: len(stack.slack.calls_to("chat.postMessage")) > seen, interval=0.01, what="a post in flight")
+        wait_until(lambda seen=seen: len(stack.slack.calls_to("chat.postMessage")) > seen, interval=0.01, what="a post in flight")
         time.sleep(rng.uniform(0.0, 0.3))
         stack.stop("worker", sig=signal.SIGKILL)
         stack.start_worker()
