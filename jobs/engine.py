@@ -137,6 +137,33 @@ async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str
     return run_id
 
 
+async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any]) -> list[str]:
+    """A platform event (`approval.decided`, `member.handoff`): start every active workflow
+    whose event trigger listens for it. Returns the ids of the runs started."""
+    from jobs.workflows.definition import EventTrigger
+
+    async with db.session() as session:
+        listening = []
+        for workflow in await store.all_workflows(session):
+            if workflow.status != "active":
+                continue
+            definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
+            trigger = definition.trigger
+            if isinstance(trigger, EventTrigger) and trigger.event.name == name and trigger.event.member in (None, member):
+                declared = {i.name for i in definition.inputs}
+                listening.append((workflow.name, {k: v for k, v in payload.items() if not declared or k in declared}))
+    started = []
+    for workflow_name, run_input in listening:
+        try:
+            run_id = await start_run(db, redis, workflow_name, "event", run_input)
+        except InputError as exc:
+            log.warning("event %s not delivered to %s: %s", name, workflow_name, exc, extra={"workflow": workflow_name})
+            continue
+        if run_id:
+            started.append(run_id)
+    return started
+
+
 class InputError(ValueError):
     """A run's input does not match the workflow's declared inputs."""
 
@@ -441,8 +468,11 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision) -> bool:
                               description=f"{decision.decision.capitalize()}: {row.title}", entity_type="approval",
                               entity_id=approval_id, run_id=row.run_id)
         run_id = row.run_id
+        member_id = row.member_id
     assert rt.redis is not None
     enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
+    await publish(rt.db, rt.redis, "approval.decided", member_id,
+                  {"approval_id": approval_id, "decision": decision.decision, "run_id": run_id, "by": decision.by})
     return True
 
 

@@ -290,6 +290,8 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
         result["run_id"] = child
     if handoff.message:
         result["message"] = render(handoff.message, "handoff.message")
+    assert rt.redis is not None
+    await engine.publish(rt.db, rt.redis, "member.handoff", handoff.member, {"from": definition.member, "run_id": run_id, **result})
     async with rt.db.session() as session:
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                               action="handoff", description=f"{definition.name}: handed off to {handoff.member}",

@@ -34,6 +34,15 @@ async def apply(session: AsyncSession, document: dict[str, Any], created_by: str
     current = await definition(session, row.id, row.active_version)
     if current == document:
         return row, row.active_version, False
+    earlier = (
+        await session.execute(select(WorkflowVersion.version, WorkflowVersion.definition).where(WorkflowVersion.workflow_id == row.id))
+    ).all()
+    matching = [version for version, stored in earlier if stored == document]
+    if matching:  # rolling back: the same definition as an older version re-activates it
+        row.active_version = max(matching)
+        row.member_id = document["member"]
+        await session.flush()
+        return row, row.active_version, True
     latest = (await session.execute(select(func.max(WorkflowVersion.version)).where(WorkflowVersion.workflow_id == row.id))).scalar_one()
     version = int(latest or 0) + 1
     session.add(WorkflowVersion(workflow_id=row.id, version=version, definition=document, created_by=created_by))
@@ -184,3 +193,36 @@ async def stalled_runs(session: AsyncSession, limit: int = 200) -> list[str]:
         select(WorkflowRun.id).where(WorkflowRun.status.in_(("running", "waiting")), WorkflowRun.id.not_in(busy)).limit(limit)
     )
     return list(rows.scalars())
+
+
+async def stats(session: AsyncSession) -> dict[str, dict[str, Any]]:
+    """Per workflow: runs by outcome, success rate, and per step p50/p95 duration (seconds)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = {w.id: w.name for w in await all_workflows(session)}
+    counts = await session.execute(select(WorkflowRun.workflow_id, WorkflowRun.status, func.count()).group_by(WorkflowRun.workflow_id, WorkflowRun.status))
+    for workflow_id, status, count in counts.all():
+        entry = out.setdefault(names.get(workflow_id, str(workflow_id)), {"runs": {}, "steps": {}})
+        entry["runs"][status] = int(count)
+    durations: dict[tuple[str, str], list[float]] = {}
+    rows = await session.execute(
+        select(WorkflowRun.workflow_id, StepRun.step_path, StepRun.started_at, StepRun.finished_at)
+        .join(WorkflowRun, WorkflowRun.id == StepRun.run_id)
+        .where(StepRun.status == "done", StepRun.started_at.is_not(None), StepRun.finished_at.is_not(None))
+    )
+    for workflow_id, path, started, finished in rows.all():
+        if started is None or finished is None:
+            continue
+        step = path.rsplit("/", 1)[-1].split("[")[0]
+        durations.setdefault((names.get(workflow_id, str(workflow_id)), step), []).append((finished - started).total_seconds())
+    for (name, step), values in durations.items():
+        values.sort()
+        entry = out.setdefault(name, {"runs": {}, "steps": {}})
+        entry["steps"][step] = {"count": len(values), "p50": _quantile(values, 0.5), "p95": _quantile(values, 0.95)}
+    for entry in out.values():
+        finished = sum(entry["runs"].get(s, 0) for s in ("completed", "failed"))
+        entry["success_rate"] = round(entry["runs"].get("completed", 0) / finished, 3) if finished else None
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3)

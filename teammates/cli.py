@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="runs with each step's status, attempts and output")
     runs.add_argument("--workflow")
     runs.add_argument("--json", action="store_true")
+    runs.add_argument("--stats", action="store_true", help="per workflow: success rate and step latency p50/p95")
 
     secret = sub.add_parser("secret", help="store secrets for workflows ({{ secrets.NAME }})")
     ssub = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -111,7 +112,9 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if command in ("workflow", "runs", "secret"):
         from teammates import workflows_cli as w
 
-        if command == "runs":
+        if command == "runs" and args.stats:
+            asyncio.run(w.run_stats(loaded, print, args.json))
+        elif command == "runs":
             asyncio.run(w.list_runs(loaded, args.workflow, print, args.json))
         elif command == "secret":
             asyncio.run(w.secret_set(loaded, args.name, print) if args.action == "set" else w.secret_list(loaded, print))

@@ -51,7 +51,7 @@ async def apply(loaded: LoadedConfig, file: str, say: Say) -> None:
             await _reconcile_quietly(loaded, db)
     finally:
         await db.close()
-    say(f"{definition.name}: {'version ' + str(version) if changed else 'unchanged (version ' + str(version) + ')'}")
+    say(f"{definition.name}: {'active version ' + str(version) if changed else 'unchanged (version ' + str(version) + ')'}")
 
 
 async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
@@ -118,6 +118,24 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
     finally:
         await db.close()
     say(f"{name}: {'paused' if status == 'paused' else 'active'}")
+
+
+async def run_stats(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
+    db = await _db(loaded)
+    try:
+        async with db.session() as session:
+            numbers = await store.stats(session)
+    finally:
+        await db.close()
+    if as_json:
+        say(json.dumps(numbers, indent=2))
+        return
+    for name, entry in sorted(numbers.items()):
+        rate = "-" if entry["success_rate"] is None else f"{entry['success_rate']:.0%}"
+        runs = ", ".join(f"{count} {status}" for status, count in sorted(entry["runs"].items()))
+        say(f"{name}: success {rate} ({runs})")
+        for step, t in entry["steps"].items():
+            say(f"    {step:<24} p50 {t['p50']:.2f} s  p95 {t['p95']:.2f} s  ({t['count']} done)")
 
 
 async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_json: bool) -> None:

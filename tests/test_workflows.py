@@ -164,10 +164,20 @@ steps:
   - id: note
     post: {channel: C0GENERAL1, text: "decision: {{ steps.ask.decision }}"}
 """)
+    apply(stack, """
+name: audit
+member: nova
+trigger: {event: {name: approval.decided, member: nova}}
+inputs: [{name: decision, type: string}]
+steps:
+  - id: log
+    post: {channel: C0GENERAL1, text: "audit: {{ inputs.decision }}"}
+""", "audit.yml")
     run = wait_status(stack, start(stack, "reminder"), "completed", "failed", timeout=30)
     assert run["status"] == "completed"
     assert [s["status"] for s in run["steps"]] == ["done", "skipped", "done"]
-    assert [p["text"] for p in stack.slack.wait_for_posts(1, token=NOVA["token"])] == ["decision: expired"]
+    texts = sorted(p["text"] for p in stack.slack.wait_for_posts(2, token=NOVA["token"]))
+    assert texts == ["audit: expired", "decision: expired"]  # the event started the audit workflow
 
 
 def test_foreach_over_200_items_never_runs_more_than_5_at_once(stack: Stack) -> None:
@@ -302,3 +312,32 @@ steps:
     assert sorted(texts) == sorted(f"announcement {i}" for i in range(30)), texts
     retried = [s for s in run["steps"] if s["id"].startswith("each[") and s["attempts"] > 1]
     assert retried, "no kill landed inside a step: the test proved nothing"
+
+
+def test_versions_pin_runs_roll_back_and_stats_show_success_and_latency(stack: Stack) -> None:
+    stack.up()
+    v1 = """
+name: greet
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: wait_a_bit
+    wait: 2s
+  - id: say
+    post: {channel: C0GENERAL1, text: "hello from v1"}
+"""
+    apply(stack, v1, "v1.yml")
+    first = start(stack, "greet")
+    apply(stack, v1.replace("hello from v1", "hello from v2"), "v2.yml")  # while the v1 run waits
+    assert "active version 1" in stack.cli("workflow", "apply", "v1.yml").stdout  # rolled back, no new version
+    assert "active version 2" in stack.cli("workflow", "apply", "v2.yml").stdout
+    second = start(stack, "greet")
+    assert wait_status(stack, first, "completed")["version"] == 1
+    assert wait_status(stack, second, "completed")["version"] == 2
+    texts = sorted(p["text"] for p in stack.slack.wait_for_posts(2, token=NOVA["token"]))
+    assert texts == ["hello from v1", "hello from v2"]
+    stats = json.loads(stack.cli("runs", "--stats", "--json").stdout)["greet"]
+    assert stats["success_rate"] == 1.0 and stats["runs"] == {"completed": 2}
+    assert stats["steps"]["wait_a_bit"]["p50"] >= 1.5 and stats["steps"]["say"]["count"] == 2
+    paused = stack.cli("workflow", "pause", "greet")
+    assert paused.returncode == 0 and json.loads(stack.cli("workflow", "list", "--json").stdout)[0]["status"] == "paused"
