@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,8 @@ from storage.db import Database
 from teammates.config import LoadedConfig, load
 from teammates.runtime import prepare_database
 
-__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "job_times", "log", "pct", "stats", "wait_until"]
+__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "job_times", "log", "pct", "poll", "stats",
+           "wait_until"]
 
 #: One member, UTC as the workspace zone (cron slots are then plain UTC), no Slack: the
 #: benchmarked steps (`current_time`, approvals) never reach a platform.
@@ -51,6 +53,16 @@ members:
 """
 
 RAW_REDIS_DB = 1  # the plain-RQ baseline's own Redis database: its workers never meet the product's
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
+    """Like ack.wait_until, but gentler: the checks here are database queries or many Redis
+    reads, and they share the CPUs with the workers being measured."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import redis
 from ack import healthy, log, pct, pings, wait_until
 
@@ -41,7 +42,7 @@ from tests.fakes.anthropic_api import FakeAnthropic, Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
 from tests.fakes.slack_driver import SlackDriver, new_ts, rich_text_blocks  # noqa: E402
 
-__all__ = ["MEMBERS", "ROOT", "Creds", "Person", "Stack", "dm_body", "echo", "free_port", "log", "post", "replies", "summary", "wait_replies"]
+__all__ = ["MEMBERS", "ROOT", "Creds", "Person", "Stack", "busy_cpu_seconds", "dm_body", "echo", "free_port", "log", "post", "replies", "summary", "wait_replies"]
 
 Creds = dict[str, str]  # {"token", "secret", "user", "bot"}, shaped like tests/conftest.py's NOVA
 
@@ -236,7 +237,7 @@ def dm_body(slack: FakeSlack, target: SlackDriver, person: Person, text: str) ->
     Stored because a person's message exists in Slack before its event is sent: the :eyes:
     reaction the worker adds must find it. Signing is left to `post`, at send time."""
     ts = new_ts()
-    event = {"user": person.user, "type": "message", "ts": ts, "client_msg_id": str(uuid.uuid4()),
+    event: dict[str, Any] = {"user": person.user, "type": "message", "ts": ts, "client_msg_id": str(uuid.uuid4()),
              "text": text, "team": FakeSlack.team_id, "blocks": rich_text_blocks(text),
              "channel": person.channel, "event_ts": ts, "channel_type": "im"}
     slack.add_message(person.channel, person.user, text, ts=ts, blocks=event["blocks"])
@@ -282,3 +283,12 @@ def summary(seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
     return {"n": len(ordered), "p50": pct(ordered, 50), "p95": pct(ordered, 95),
             "max": ordered[-1] if ordered else float("nan")}
+
+
+def busy_cpu_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine since boot, all CPUs together.
+
+    Why: everything (product, fakes, load, and whatever else runs) shares these CPUs; a busy
+    share near 100% during a measurement means the figures are the machine's, not the design's."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq", "steal"))

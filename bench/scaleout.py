@@ -45,6 +45,7 @@ from _stack import (
     ROOT,
     Person,
     Stack,
+    busy_cpu_seconds,
     dm_body,
     free_port,
     log,
@@ -135,8 +136,7 @@ def cpu_snapshot(stack: Stack, database: str) -> dict[str, float]:
             except psutil.NoSuchProcess:
                 continue
             out[group] += times.user + times.system
-    machine = psutil.cpu_times()
-    out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    out["machine"] = busy_cpu_seconds()
     out["clock"] = time.monotonic()
     return out
 

@@ -22,7 +22,7 @@ from agents.channels import Channel, ChannelError
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, run_turn
-from jobs import engine
+from jobs import engine, pacing
 from jobs.runtime import Runtime
 from jobs.workflows import templates
 from jobs.workflows.definition import (
@@ -210,6 +210,8 @@ async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
             async with rt.db.session() as session:
                 await effects.finish(session, key, result)
             return result
+    assert rt.redis is not None
+    await pacing.pace(rt.redis, f"{platform or 'slack'}:{definition.member}:{channel_id}", rt.loaded.config.workers.channel_post_interval)
     try:
         ts = await channel.post(str(channel_id), str(text), thread_ts=str(thread_ts) if thread_ts else None, effect_id=key)
     except ChannelError as exc:

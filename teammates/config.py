@@ -129,6 +129,7 @@ class WorkersConfig(_Strict):
     turn_timeout: int = Field(default=120, ge=10, description="RQ job timeout for a turn, s")
     step_lease: float = Field(default=30, gt=0, description="s a worker holds a workflow step between heartbeats")
     reconcile_every: float = Field(default=15, gt=0, description="s between passes of the schedule/step reconciler")
+    channel_post_interval: float = Field(default=1.0, ge=0, description="s between workflow posts to one channel")
 
 
 class Config(_Strict):

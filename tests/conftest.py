@@ -40,7 +40,7 @@ CASEY_DM = "D0CASEYANA"
 CONFIG = """\
 workspace: {name: Acme BV, locale: en-GB, timezone: Europe/Amsterdam, currency: EUR}
 llm: {model: claude-test-model, timeout: 5, max_retries: 1, max_iterations: 4}
-workers: {step_lease: 3, reconcile_every: 1}
+workers: {step_lease: 3, reconcile_every: 1, channel_post_interval: 0}
 people:
   - {id: ana, name: Ana, slack: U0ANA00001, email: ana@acme.test}
 admins: [ana]

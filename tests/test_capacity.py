@@ -153,3 +153,39 @@ def test_capacity_is_visible_in_metrics_and_status(stack: Stack) -> None:
     assert report["workers"] == {"busy": 0, "idle": 2}
     assert report["turns"]["answered"] == 1 and report["turns"]["p95_seconds_at_most"] > 0
     assert report["tokens"]["nova"]["input"] > 0 and report["tokens"]["nova"]["output"] > 0
+
+
+def test_posts_from_many_runs_to_one_channel_are_paced(stack: Stack) -> None:
+    config = (stack.workdir / "teammates.yml").read_text()
+    (stack.workdir / "teammates.yml").write_text(config.replace("channel_post_interval: 0", "channel_post_interval: 0.4"))
+    stack.start_web()
+    stack.start("pool", "worker", "--concurrency", "6")
+    (stack.workdir / "wf.yml").write_text("""
+name: shout
+member: nova
+trigger: {manual: {}}
+inputs: [{name: n, type: string}]
+steps:
+  - id: say
+    post: {channel: C0GENERAL1, text: "run {{ inputs.n }}"}
+""")
+    assert stack.cli("workflow", "apply", "wf.yml").returncode == 0
+    import asyncio
+
+    from jobs import engine
+    from storage.db import Database
+
+    async def start_all() -> None:  # six runs at the same moment
+        db = Database(stack.env["DATABASE_URL"])
+        connection = redis.Redis.from_url(stack.env["REDIS_URL"])
+        try:
+            await asyncio.gather(*(engine.start_run(db, connection, "shout", "manual", {"n": str(i)}) for i in range(6)))
+        finally:
+            await db.close()
+
+    asyncio.run(start_all())
+    posts = stack.slack.wait_for_posts(6, token=NOVA["token"], timeout=60)
+    assert sorted(p["text"] for p in posts) == [f"run {i}" for i in range(6)]
+    stamps = sorted(float(p["ts"]) for p in posts)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert min(gaps) >= 0.35, gaps

@@ -277,7 +277,7 @@ def test_killing_workers_mid_post_never_duplicates_or_loses_a_message(stack: Sta
 
     config = (stack.workdir / "teammates.yml").read_text()
     (stack.workdir / "teammates.yml").write_text(
-        config.replace("workers: {step_lease: 3, reconcile_every: 1}", "workers: {step_lease: 1, reconcile_every: 0.5}")
+        config.replace("workers: {step_lease: 3, reconcile_every: 1, channel_post_interval: 0}", "workers: {step_lease: 1, reconcile_every: 0.5, channel_post_interval: 0}")
     )
     stack.start_web()
     stack.slack.set_delay(0.15)  # a post takes long enough to be killed in the middle of it
