@@ -21,6 +21,7 @@ local cluster started by scripts/postgres.sh (dropped again by `close()`).
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ from storage.db import Database
 from teammates.config import LoadedConfig, load
 from teammates.runtime import prepare_database
 
-__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "job_times", "log", "pct", "poll", "stats",
+__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "exit_on_signals", "job_times", "log", "pct", "poll", "stats",
            "wait_until"]
 
 #: One member, UTC as the workspace zone (cron slots are then plain UTC), no Slack: the
@@ -53,6 +54,20 @@ members:
 """
 
 RAW_REDIS_DB = 1  # the plain-RQ baseline's own Redis database: its workers never meet the product's
+
+
+def exit_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise at once, wherever the bench is, so `finally` cleans up.
+
+    Why not leave SIGINT alone: `asyncio.Runner` (used to keep one Database on one loop)
+    turns Ctrl-C into a cancellation of the running coroutine, which a database call can
+    swallow; the bench then carried on. A handler of our own stops Runner from installing its."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def poll(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
@@ -71,9 +86,9 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def stats(seconds: Iterable[float], percentiles: Iterable[int]) -> dict[str, float]:
-    """Nearest-rank percentiles and the max, in milliseconds (every figure a real observation)."""
+    """Nearest-rank percentiles, min and max, in milliseconds (every figure a real observation)."""
     ordered = sorted(s * 1000 for s in seconds)
-    out: dict[str, float] = {"n": len(ordered)}
+    out: dict[str, float] = {"n": len(ordered), "min_ms": ordered[0] if ordered else float("nan")}
     for p in percentiles:
         out[f"p{p}_ms"] = pct(ordered, p)
     out["max_ms"] = ordered[-1] if ordered else float("nan")

@@ -277,9 +277,12 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
     ideal = args.messages * args.llm_delay
     print(f"throughput B/A = {ratio:.2f} (2.0 = linear; floor set by the LLM fake alone: "
           f"A {ideal / a.workers:.1f} s, B {ideal / b.workers:.1f} s)")
-    if max(o.machine_busy for o in outcomes) > 0.85:
-        print("the CPUs were saturated: replies/s was bounded by this machine's CPUs, not by the number "
-              "of processes (see CPU ms per reply)")
+    for o in outcomes:
+        if o.machine_busy > 0.85:
+            cpu = o.cpu_ms_per_reply
+            ours = o.machine_busy * (cpu["machine"] - cpu["other"]) / cpu["machine"]
+            print(f"{o.name}: the CPUs were {o.machine_busy:.0%} busy ({ours:.0%} by this benchmark): its replies/s "
+                  "may be bounded by this machine's CPUs rather than by the number of processes")
 
 
 def main() -> int:

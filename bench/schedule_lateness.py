@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import math
-import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -43,6 +42,7 @@ from _engine_stack import (
     EngineStack,
     add_workflows,
     as_utc,
+    exit_on_signals,
     job_times,
     log,
     poll,
@@ -186,12 +186,12 @@ def report(result: dict[str, Any], as_json: bool) -> None:
     raw, eng = result["raw"], result["engine"]
     print(f"{result['schedules']} active schedules, {result['due']} due at once; {result['workers']} SimpleWorkers "
           f"with RQ's scheduler, {result['database']}")
-    print(f"{'lateness (s)':<34} {'n':>5} {'p50':>7} {'p99':>7} {'max':>7}")
+    print(f"{'lateness (s)':<34} {'n':>5} {'min':>7} {'p50':>7} {'p99':>7} {'max':>7}")
     rows = (("plain RQ enqueue_at: job started", raw["lateness"]),
             ("engine: fire job started (RQ)", eng["fire_job_start"]),
             ("engine: run started (run row)", eng["lateness"]))
     for label, s in rows:
-        print(f"{label:<34} {s['n']:>5} {s['p50_ms'] / 1000:>7.2f} {s['p99_ms'] / 1000:>7.2f} {s['max_ms'] / 1000:>7.2f}")
+        print(f"{label:<34} {s['n']:>5} {s['min_ms'] / 1000:>7.2f} {s['p50_ms'] / 1000:>7.2f} {s['p99_ms'] / 1000:>7.2f} {s['max_ms'] / 1000:>7.2f}")
     p99 = eng["lateness"]["p99_ms"] / 1000
     print(f"engine p99 {p99:.2f} s (target <= {TARGET_P99_S:g} s: {'met' if p99 <= TARGET_P99_S else 'NOT met'}); "
           f"p99 ratio engine : plain RQ = {result['ratio_p99']:.2f} "
@@ -212,7 +212,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds after the due time to give up")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # same clean-up path as Ctrl-C
+    exit_on_signals()
     try:
         result = measure(args)
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 from rq import SimpleWorker
@@ -19,6 +20,7 @@ from rq.worker_pool import WorkerPool
 from bot.inbox import Inbox
 from bot.server import SLACK_APPS, connect_socket_mode, create_app
 from jobs import engine, intake, queues, schedules
+from jobs import loop as job_loop
 from jobs import runtime as job_runtime
 from jobs.runtime import Runtime
 from storage.db import Database
@@ -103,23 +105,51 @@ def work(loaded: LoadedConfig, queue_names: Sequence[str], burst: bool, concurre
     job_runtime.install(lambda: worker_runtime(loaded))
     redis = queues.redis_from_url(loaded.config.redis_url)
     if concurrency <= 1:
-        worker = SimpleWorker([queues.queue(redis, name) for name in queue_names], connection=redis)
+        worker = WarmWorker([queues.queue(redis, name) for name in queue_names], connection=redis)
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
         return
     _preload()
-    pool = WorkerPool(list(queue_names), connection=redis, num_workers=concurrency, worker_class=SimpleWorker)
+    pool = WorkerPool(list(queue_names), connection=redis, num_workers=concurrency, worker_class=WarmWorker)
     pool.start(burst=burst, logging_level="WARNING")
 
 
+class WarmWorker(SimpleWorker):
+    """A `SimpleWorker` that connects (database, members, LLM client) before its first job, so
+    the first person it answers does not wait for that."""
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        try:
+            job_loop.run(_warm(job_runtime.current()))
+        except Exception as exc:  # noqa: BLE001 - a cold worker still works
+            log.warning("worker warm-up skipped: %s", exc)
+        return bool(super().work(*args, **kwargs))
+
+
+async def _warm(rt: Runtime) -> None:
+    from storage import members
+
+    async with rt.db.session() as session:
+        await members.profiles(session)
+    rt.llm  # noqa: B018 - builds the client now
+
+
 def _preload() -> None:
-    """Import what jobs use before forking the pool, so every worker shares it."""
+    """Import what jobs use before forking the pool, and freeze what exists then out of the
+    garbage collector's reach: a collection touching those objects would write to their pages
+    and un-share them (copy-on-write) in every worker."""
     import aiosqlite  # noqa: F401
     import anthropic  # noqa: F401
     import asyncpg  # noqa: F401
     import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401
     import sqlalchemy.dialects.sqlite.aiosqlite  # noqa: F401
 
+    import jobs.engine  # noqa: F401
+    import jobs.schedules  # noqa: F401
+    import jobs.steps  # noqa: F401
     import jobs.turns  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def split_workers(total: int) -> list[tuple[str, int]]:
