@@ -20,13 +20,11 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
-from rq import Queue
 
 from jobs import loop, queues
 from jobs.runtime import Runtime, current
@@ -53,10 +51,6 @@ STEP_JOB = "jobs.engine.step_job"
 WAKE_JOB = "jobs.engine.wake_job"
 
 
-class RunFailed(Exception):
-    """The run cannot go on (a step failed with `on_error: abort`)."""
-
-
 # ---------------------------------------------------------------------------- RQ entry points
 
 
@@ -75,11 +69,6 @@ def wake_job(run_id: str, path: str) -> str:
 
 
 # ---------------------------------------------------------------------------- enqueueing
-
-
-def workflow_queue(rt: Runtime) -> Queue:
-    assert rt.redis is not None, "the engine needs Redis"
-    return queues.queue(rt.redis, queues.WORKFLOWS)
 
 
 def enqueue_advance(redis: Redis, run_id: str, job_id: str | None = None) -> None:
@@ -244,7 +233,10 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
     for step in steps:
         path = prefix + step.id
         row = rows.get(path)
-        if row is not None and (row.status in DONE or (row.status == "failed" and step.on_error == "continue")):
+        container = isinstance(step, ConditionStep | ForeachStep | ParallelStep)
+        if row is not None and row.status == "done" and container:
+            pass  # walked below: the steps inside stay readable by later steps
+        elif row is not None and (row.status in DONE or (row.status == "failed" and step.on_error == "continue")):
             ctx["steps"][step.id] = step_view(step, row)
             continue
         if row is not None and row.status == "failed":
@@ -260,7 +252,8 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
                 plan.new_rows.append((path, "skipped", None))
                 ctx["steps"][step.id] = step_view(step, None, None, "skipped")
                 continue
-        if isinstance(step, ConditionStep | ForeachStep | ParallelStep):
+        if container:
+            assert isinstance(step, ConditionStep | ForeachStep | ParallelStep)
             outcome = _walk_container(step, path, row, ctx, rows, plan)
             if outcome != "done":
                 return outcome
@@ -275,6 +268,7 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
 
 
 def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str, row: StepRun | None, ctx: dict[str, Any], rows: dict[str, StepRun], plan: Walk) -> str:
+    already_done = row is not None and row.status == "done"
     try:
         decided = row.output if row is not None else _decide(step, ctx)
     except templates.TemplateError as exc:
@@ -291,7 +285,8 @@ def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str,
         outcome = walk(chosen, f"{path}/{branch}/", ctx, rows, plan)
         if outcome == "done":
             last = ctx["steps"].get(chosen[-1].id, {}).get("output") if chosen else None
-            plan.finished_rows.append((path, {**decided, "result": last}))
+            if not already_done:
+                plan.finished_rows.append((path, {**decided, "result": last}))
             ctx["steps"][step.id] = {"output": last, "branch": branch, "status": "done"}
         return outcome
     if isinstance(step, ForeachStep):
@@ -301,6 +296,7 @@ def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str,
         sequences = [(f"{path}/{i}/", branch, {}) for i, branch in enumerate(step.parallel)]
         limit = len(sequences)
     results: list[Any] = []
+    finished_contexts: list[dict[str, Any]] = []
     active = 0
     open_sequences = 0
     for seq_prefix, seq_steps, extra in sequences:
@@ -317,9 +313,14 @@ def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str,
             active += 1
             open_sequences += 1
         results.append(seq_ctx["steps"].get(seq_steps[-1].id, {}).get("output"))
+        finished_contexts.append(seq_ctx)
     if open_sequences:
         return "blocked"
-    plan.finished_rows.append((path, {**decided, "results": results}))
+    if not already_done:
+        plan.finished_rows.append((path, {**decided, "results": results}))
+    if isinstance(step, ParallelStep):  # each branch step exists once: later steps may read it
+        for seq_ctx in finished_contexts:
+            ctx["steps"].update(seq_ctx["steps"])
     ctx["steps"][step.id] = {"output": results, "status": "done"}
     return "done"
 
@@ -547,9 +548,3 @@ async def reconcile(rt: Runtime) -> int:
         enqueue_advance(rt.redis, run_id)
     return fixed + len(stalled)
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-Clock = Callable[[], datetime]

@@ -41,9 +41,6 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=30)
-
-
 @dataclass(frozen=True)
 class Suspend:
     """The step waits (no worker held) until `wake_at`, or a decision for an approval."""

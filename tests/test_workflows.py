@@ -354,3 +354,39 @@ steps:
     assert stats["steps"]["wait_a_bit"]["p50"] >= 1.5 and stats["steps"]["say"]["count"] == 2
     paused = stack.cli("workflow", "pause", "greet")
     assert paused.returncode == 0 and json.loads(stack.cli("workflow", "list", "--json").stdout)[0]["status"] == "paused"
+
+
+def test_parallel_branches_conditions_and_secrets_kept_out_of_outputs(stack: Stack) -> None:
+    stack.env["TEAMMATES_SECRETS_KEY"] = "correct horse battery staple"
+    config = (stack.workdir / "teammates.yml").read_text()
+    (stack.workdir / "teammates.yml").write_text("secrets_key: ${TEAMMATES_SECRETS_KEY}\n" + config)
+    stored = stack.cli("secret", "set", "ANA_ID", input="U0ANA00001\n")
+    assert stored.returncode == 0, stored.stderr
+    listed = stack.cli("secret", "list")
+    assert listed.stdout.split() == ["ANA_ID"] and "U0ANA00001" not in listed.stdout
+    stack.up(workers=2)
+    apply(stack, """
+name: fork
+member: nova
+trigger: {manual: {}}
+inputs: [{name: big, type: boolean, default: false}]
+steps:
+  - id: both
+    parallel:
+      - - id: who
+          tool: lookup_user
+          args: {user_id: "{{ secrets.ANA_ID }}"}
+      - - id: size
+          condition:
+            if: "{{ inputs.big }}"
+            then: [{id: large, post: {channel: C0GENERAL1, text: "big"}}]
+            else: [{id: small, post: {channel: C0GENERAL1, text: "small"}}]
+  - id: done
+    post: {channel: C0GENERAL1, text: "{{ steps.who.output.real_name }} / {{ steps.small.status }}"}
+""")
+    run = wait_status(stack, start(stack, "fork"), "completed", "failed")
+    assert run["status"] == "completed", run
+    texts = [p["text"] for p in stack.slack.wait_for_posts(2, token=NOVA["token"])]
+    assert sorted(texts) == ["Ana de Vries / done", "small"]
+    dumped = stack.cli("runs", "--json").stdout
+    assert "U0ANA00001" not in dumped and "[secret]" in dumped  # the secret's value never reaches run output
