@@ -30,6 +30,7 @@ from storage.models import Workflow
 log = logging.getLogger(__name__)
 
 FIRE_JOB = "jobs.schedules.fire_job"
+QUEUE_RETRY = timedelta(seconds=15)
 
 
 def next_slot(cron: str, zone: ZoneInfo, after: datetime) -> datetime:
@@ -77,10 +78,22 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
     if not isinstance(trigger, ScheduleTrigger):
         return "not a scheduled workflow"
     ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(default_zone), slot))
+    return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy)
+
+
+async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: ScheduleTrigger, slot_epoch: int, busy: int) -> str:
+    """Start one slot's run once, following the overlap policy when a run is still going:
+    `skip` records the slot as skipped, `queue` tries again shortly (the slot runs after the
+    current run), `allow` starts it anyway."""
     if busy and trigger.overlap == "skip":
-        await _record_skipped(rt.db, workflow, slot_epoch, "the previous run was still going")
+        await _record_skipped(db, workflow, slot_epoch, "the previous run was still going")
         return "skipped: previous run still going"
-    run_id = await engine.start_run(rt.db, rt.redis, workflow.name, "schedule", {}, slot=slot_epoch)
+    if busy and trigger.overlap == "queue":
+        queues.queue(redis, queues.WORKFLOWS).enqueue_in(
+            QUEUE_RETRY, FIRE_JOB, workflow.id, slot_epoch, job_id=f"wf-{workflow.id}-{slot_epoch}-wait{int(datetime.now(UTC).timestamp())}"
+        )
+        return "queued behind the running run"
+    run_id = await engine.start_run(db, redis, workflow.name, "schedule", {}, slot=slot_epoch)
     return f"started {run_id}" if run_id else "slot already ran"
 
 
@@ -119,9 +132,10 @@ async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> 
         if missed <= created or (last is not None and last.slot is not None and last.slot >= int(missed.timestamp())):
             continue
         if now - missed <= trigger.catch_up_window:
-            run_id = await engine.start_run(db, redis, workflow.name, "schedule", {}, slot=int(missed.timestamp()))
-            if run_id:
-                log.warning("%s: caught up missed slot %s", workflow.name, missed.isoformat(), extra={"workflow": workflow.name})
+            async with db.session() as session:
+                busy = await store.active_runs(session, workflow.id)
+            outcome = await start_slot(db, redis, workflow, trigger, int(missed.timestamp()), busy)
+            log.warning("%s: missed slot %s: %s", workflow.name, missed.isoformat(), outcome, extra={"workflow": workflow.name})
         else:
             await _record_skipped(db, workflow, int(missed.timestamp()), f"missed by more than {trigger.catch_up}")
     return queued
