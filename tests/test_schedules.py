@@ -135,3 +135,36 @@ def test_a_missed_slot_inside_the_catch_up_window_runs_once_and_older_ones_are_s
             await db.close()
 
     assert asyncio.run(main()) == ["running", "skipped"]
+
+
+def test_a_slot_that_comes_while_the_last_run_is_still_going_follows_the_overlap_policy(stack: Stack) -> None:
+    assert stack.cli("workflow", "list").returncode == 0
+    url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+
+    async def main() -> dict[str, tuple[str, list[str]]]:
+        from jobs import engine
+        from jobs.runtime import Runtime
+        from teammates.config import load
+
+        db = Database(url)
+        rt = Runtime(loaded=load(str(stack.workdir / "teammates.yml"), env=stack.env), db=db,
+                     channels=lambda *_: None, redis=connection)  # type: ignore[arg-type,return-value]
+        outcomes = {}
+        try:
+            for policy in ("skip", "queue", "allow"):
+                async with db.session() as session:
+                    row, _, _ = await store.apply(session, as_document(load_definition(
+                        f'name: o-{policy}\nmember: nova\ntrigger: {{schedule: "0 9 * * *", overlap: {policy}}}\n'
+                        'steps: [{id: now, tool: current_time}]')))
+                await engine.start_run(db, connection, f"o-{policy}", "manual", {})  # still going: no worker runs it
+                outcome = await schedules.fire(rt, row.id, 1_800_000_000)
+                async with db.session() as session:
+                    outcomes[policy] = (outcome, sorted(r.status for r in await store.runs(session, row.id)))
+        finally:
+            await db.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert outcomes["skip"] == ("skipped: previous run still going", ["running", "skipped"])
+    assert outcomes["queue"] == ("queued behind the running run", ["running"])
+    assert outcomes["allow"][1] == ["running", "running"]
