@@ -33,6 +33,7 @@ from typing import Any
 import redis
 from _stack import ROOT, Stack, log
 from ack import pct, wait_until
+from rq.job import Job
 from sqlalchemy.engine import make_url
 
 from jobs.runtime import Runtime
@@ -42,8 +43,8 @@ from storage.db import Database
 from teammates.config import LoadedConfig, load
 from teammates.runtime import prepare_database
 
-__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "exit_on_signals", "job_times", "log", "pct", "poll", "stats",
-           "wait_until"]
+__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "exit_on_signals", "job_times", "log",
+           "pct", "poll", "stats", "wait_until"]
 
 #: One member, UTC as the workspace zone (cron slots are then plain UTC), no Slack: the
 #: benchmarked steps (`current_time`, approvals) never reach a platform.
@@ -61,7 +62,8 @@ def exit_on_signals() -> None:
 
     Why not leave SIGINT alone: `asyncio.Runner` (used to keep one Database on one loop)
     turns Ctrl-C into a cancellation of the running coroutine, which a database call can
-    swallow; the bench then carried on. A handler of our own stops Runner from installing its."""
+    swallow (seen here: the bench carried on). Runner leaves a handler other than Python's
+    default in place, so this one wins."""
 
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
@@ -199,8 +201,6 @@ async def _postgres(admin_url: str, sql: str) -> None:
 
 def job_times(connection: redis.Redis, job_ids: list[str]) -> list[dict[str, Any]]:
     """started_at / ended_at of RQ jobs (None where a job is gone or not started)."""
-    from rq.job import Job
-
     out: list[dict[str, Any]] = []
     for start in range(0, len(job_ids), 500):
         for job in Job.fetch_many(job_ids[start:start + 500], connection=connection):

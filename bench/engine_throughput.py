@@ -90,9 +90,10 @@ async def run_counts(db: Database) -> dict[str, int]:
         return {status: int(n) for status, n in rows}
 
 
-async def last_finish(db: Database) -> datetime:
+async def last_finish(db: Database) -> datetime | None:
     async with db.session() as session:
-        return as_utc((await session.execute(select(func.max(WorkflowRun.finished_at)))).scalar_one())
+        last = (await session.execute(select(func.max(WorkflowRun.finished_at)))).scalar_one()
+    return as_utc(last) if last else None
 
 
 def measure_engine(stack: EngineStack, runs: int, workers: int, timeout: float) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def measure_engine(stack: EngineStack, runs: int, workers: int, timeout: float) 
             runner.run(db.close())
     executed = [(w.successful_job_count, w.failed_job_count) for w in Worker.all(connection=conn)]
     jobs_done = sum(ok for ok, _ in executed)
-    seconds = (end - first).total_seconds() if first else float("nan")
+    seconds = (end - first).total_seconds() if first and end else float("nan")
     completed = counts.get("completed", 0)
     return {"runs": runs, "completed": completed, "other_status": {k: v for k, v in counts.items() if k != "completed"},
             "seconds": seconds, "runs_per_s": completed / seconds, "rq_jobs": jobs_done,

@@ -87,7 +87,7 @@ def measure_raw(stack: EngineStack, total: int, due_count: int, workers: int, ti
     far = datetime.now(UTC) + timedelta(days=1)
     for _ in range(total - due_count):
         queue.enqueue_at(far, "os.getpid", result_ttl=3600)
-    due = datetime.fromtimestamp(math.ceil(time.time() + 2), UTC)  # whole seconds, as cron slots are
+    due = datetime.fromtimestamp(math.ceil(time.time() + 3), UTC)  # whole seconds, as cron slots are
     ids = [queue.enqueue_at(due, "os.getpid", result_ttl=3600).id for _ in range(due_count)]
     in_time = datetime.now(UTC) < due
     poll(lambda: queue.finished_job_registry.count >= due_count, f"{due_count} due plain RQ jobs", timeout)

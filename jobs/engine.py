@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from jobs.workflows.definition import (
     ParallelStep,
     Step,
     WorkflowDefinition,
+    as_document,
 )
 from storage import activity, approvals
 from storage import workflows as store
@@ -85,9 +87,12 @@ def enqueue_step(redis: Redis, run_id: str, path: str, job_timeout: int) -> None
 
 
 def schedule_wake(redis: Redis, run_id: str, path: str, at: datetime) -> None:
-    """A timer on RQ's scheduler; the reconciler wakes the step too if Redis loses it."""
+    """A timer on RQ's scheduler, rounded up to its whole seconds so it never fires early;
+    the reconciler wakes the step too if Redis loses it."""
+    due = math.ceil(at.timestamp())
     queues.queue(redis, queues.WORKFLOWS).enqueue_at(
-        at, WAKE_JOB, run_id, path, job_id=f"wake-{run_id}-{_job_safe(path)}-{int(at.timestamp())}", result_ttl=60
+        datetime.fromtimestamp(due, UTC), WAKE_JOB, run_id, path,
+        job_id=f"wake-{run_id}-{_job_safe(path)}-{due}-{uuid.uuid4().hex[:6]}", result_ttl=60,
     )
 
 
@@ -96,11 +101,42 @@ def _job_safe(path: str) -> str:
     return digest
 
 
+# ---------------------------------------------------------------------------- definitions
+
+_DEFINITIONS: dict[tuple[str, int, int], WorkflowDefinition] = {}
+
+
+def cached_version(session: Any, workflow_id: int, version: int, document: dict[str, Any]) -> WorkflowDefinition:
+    """Like `load_version`, for a document the caller already read."""
+    key = (_database(session), workflow_id, version)
+    cached = _DEFINITIONS.get(key)
+    if cached is None:
+        cached = _DEFINITIONS[key] = WorkflowDefinition.model_validate(document)
+    return cached
+
+
+async def load_version(session: Any, workflow_id: int, version: int) -> WorkflowDefinition:
+    """A workflow version, validated once per process and database: versions are immutable,
+    so the cache never goes stale."""
+    key = (_database(session), workflow_id, version)
+    cached = _DEFINITIONS.get(key)
+    if cached is None:
+        cached = WorkflowDefinition.model_validate(await store.definition(session, workflow_id, version))
+        if len(_DEFINITIONS) > 5000:
+            _DEFINITIONS.clear()
+        _DEFINITIONS[key] = cached
+    return cached
+
+
+def _database(session: Any) -> str:
+    return str(session.get_bind().url)
+
+
 # ---------------------------------------------------------------------------- starting runs
 
 
 async def start(rt: Runtime, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
-    """Create a run of the workflow's active version and queue its first advance; None when
+    """Create a run of the workflow's active version and queue its first steps; None when
     that schedule slot already has a run."""
     assert rt.redis is not None
     return await start_run(rt.db, rt.redis, workflow_name, trigger, run_input, slot)
@@ -111,19 +147,42 @@ async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str
         workflow = await store.by_name(session, workflow_name)
         if workflow is None:
             raise LookupError(f"no workflow named {workflow_name!r}")
-        document = await store.definition(session, workflow.id, workflow.active_version)
-        definition = WorkflowDefinition.model_validate(document)
-        values = resolve_inputs(definition, run_input)
-        run_id = await store.create_run(session, workflow, trigger, values, slot)
-        if run_id is None:
-            return None
-        await activity.record(
-            session, member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
-            description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
-            entity_id=workflow.name, run_id=run_id,
-        )
-    enqueue_advance(redis, run_id)
+        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot)
+    enqueue_steps(redis, run_id, to_queue)
     return run_id
+
+
+async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> tuple[str | None, list[tuple[str, Step]]]:
+    """Create a run of an already loaded workflow inside `session`'s transaction. Its first
+    advance runs right here, so the first steps are queued with the run (no extra job);
+    the caller enqueues the returned steps once the transaction has committed."""
+    definition = await load_version(session, workflow.id, workflow.active_version)
+    values = resolve_inputs(definition, run_input)
+    run_id = await store.create_run(session, workflow, trigger, values, slot)
+    if run_id is None:
+        return None, []
+    await activity.record(
+        session, member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
+        description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
+        entity_id=workflow.name, run_id=run_id,
+    )
+    if "secrets." in json.dumps(as_document(definition)):
+        return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
+    _, to_queue = await advance_in(session, run_id, secrets_key=None, grace=_QUEUE_GRACE)
+    return run_id, to_queue
+
+
+def enqueue_steps(redis: Redis, run_id: str | None, steps: list[tuple[str, Step]]) -> None:
+    """Queue the steps an advance decided on; an empty path asks for a full advance instead."""
+    for path, step in steps:
+        assert run_id is not None
+        if path:
+            enqueue_step(redis, run_id, path, _job_timeout(step))
+        else:
+            enqueue_advance(redis, run_id)
+
+
+_QUEUE_GRACE = timedelta(minutes=5)
 
 
 async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any]) -> list[str]:
@@ -342,44 +401,56 @@ def _decide(step: ConditionStep | ForeachStep | ParallelStep, ctx: dict[str, Any
 
 async def advance(rt: Runtime, run_id: str) -> str:
     """Queue whatever can run now; finish the run when nothing is left."""
-    to_queue: list[tuple[str, Step]] = []
     async with rt.db.session() as session:
-        run = await store.run(session, run_id, lock=True)
-        if run is None:
-            return "no such run"
-        if run.status in store.FINISHED_RUN:
-            return f"run {run.status}"
-        definition = WorkflowDefinition.model_validate(await store.definition(session, run.workflow_id, run.version))
-        rows = await store.steps(session, run_id)
-        plan = Walk()
-        ctx = run_context(run, templates.SecretsView(await _secrets(rt, session)))
-        outcome = walk(definition.steps, "", ctx, rows, plan)
-        for path, status, output in plan.new_rows:
-            await store.add_step(session, run_id, path, status, output=_jsonable(output), finished_at=utcnow() if status == "skipped" else None)
-        for path, output in plan.finished_rows:
-            await store.update_step(session, run_id, path, status="done", output=_jsonable(output), finished_at=utcnow())
-        grace = utcnow() + timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
-        for path, step in plan.runnable:
-            if await store.add_step(session, run_id, path, "queued", lease_until=grace):
-                to_queue.append((path, step))
-        if outcome == "done":
-            last = ctx["steps"].get(definition.steps[-1].id, {}).get("output")
-            if await store.finish_run(session, run_id, "completed", output=_jsonable({"result": last})):
-                await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                                      action="run_completed", description=f"Completed {definition.name}", entity_type="workflow",
-                                      entity_id=definition.name, run_id=run_id)
-        elif outcome == "failed":
-            if await store.finish_run(session, run_id, "failed", error=plan.failed):
-                await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                                      action="run_failed", description=f"{definition.name} failed: {plan.failed}",
-                                      entity_type="workflow", entity_id=definition.name, run_id=run_id)
-        else:
-            busy = any(r.status in ("queued", "running", "retrying") for r in rows.values()) or to_queue
-            await store.set_run_status(session, run_id, "waiting" if plan.waiting and not busy else "running")
+        outcome, to_queue = await advance_in(session, run_id, rt.loaded.config.secrets_key, _grace(rt))
     assert rt.redis is not None
-    for path, step in to_queue:
-        enqueue_step(rt.redis, run_id, path, _job_timeout(step))
+    enqueue_steps(rt.redis, run_id, to_queue)
     return f"{outcome}; queued {len(to_queue)}"
+
+
+def _grace(rt: Runtime) -> timedelta:
+    return timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
+
+
+async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: timedelta) -> tuple[str, list[tuple[str, Step]]]:
+    """The advance inside the caller's transaction (the run row stays locked until it ends);
+    returns the outcome and the steps to enqueue once the transaction has committed."""
+    to_queue: list[tuple[str, Step]] = []
+    run = await store.run(session, run_id, lock=True)
+    if run is None:
+        return "no such run", []
+    if run.status in store.FINISHED_RUN:
+        return f"run {run.status}", []
+    definition = await load_version(session, run.workflow_id, run.version)
+    rows = await store.steps(session, run_id)
+    plan = Walk()
+    ctx = run_context(run, templates.SecretsView(await _secret_values(session, secrets_key)))
+    outcome = walk(definition.steps, "", ctx, rows, plan)
+    for path, status, output in plan.new_rows:
+        await store.add_step(session, run_id, path, status, output=_jsonable(output), finished_at=utcnow() if status == "skipped" else None)
+    for path, output in plan.finished_rows:
+        await store.update_step(session, run_id, path, status="done", output=_jsonable(output), finished_at=utcnow())
+    lease = utcnow() + grace
+    for path, step in plan.runnable:
+        if await store.add_step(session, run_id, path, "queued", lease_until=lease):
+            to_queue.append((path, step))
+    if outcome == "done":
+        last = ctx["steps"].get(definition.steps[-1].id, {}).get("output")
+        if await store.finish_run(session, run_id, "completed", output=_jsonable({"result": last})):
+            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                  action="run_completed", description=f"Completed {definition.name}", entity_type="workflow",
+                                  entity_id=definition.name, run_id=run_id)
+    elif outcome == "failed":
+        if await store.finish_run(session, run_id, "failed", error=plan.failed):
+            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                  action="run_failed", description=f"{definition.name} failed: {plan.failed}",
+                                  entity_type="workflow", entity_id=definition.name, run_id=run_id)
+    else:
+        busy = any(r.status in ("queued", "running", "retrying") for r in rows.values()) or to_queue
+        status = "waiting" if plan.waiting and not busy else "running"
+        if status != run.status:
+            await store.set_run_status(session, run_id, status)
+    return outcome, to_queue
 
 
 def _job_timeout(step: Step) -> int:
@@ -396,9 +467,12 @@ def _jsonable(value: Any) -> Any:
 
 
 async def _secrets(rt: Runtime, session: Any) -> dict[str, str]:
+    return await _secret_values(session, rt.loaded.config.secrets_key)
+
+
+async def _secret_values(session: Any, key: str | None) -> dict[str, str]:
     from storage import secrets as secret_store
 
-    key = rt.loaded.config.secrets_key
     return await secret_store.all_values(session, key) if key else {}
 
 
@@ -412,7 +486,10 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
         if row is None or row.wake_at is None:
             return "nothing to wake"
         due = row.wake_at if row.wake_at.tzinfo else row.wake_at.replace(tzinfo=UTC)
-        if due > datetime.now(UTC) + timedelta(seconds=1):
+        if due > datetime.now(UTC):
+            # RQ's scheduler keeps whole seconds: a timer may fire a little early. Wait on.
+            assert rt.redis is not None
+            schedule_wake(rt.redis, run_id, path, due)
             return "not due yet"
         approval_id = (row.input or {}).get("approval_id")
         if row.status == "retrying":
@@ -530,8 +607,8 @@ async def reconcile(rt: Runtime) -> int:
     fixed = 0
     async with rt.db.session() as session:
         stale = await store.expired_steps(session)
-        stalled = await store.stalled_runs(session)
-    grace = timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
+        stalled = await store.stalled_runs(session, _grace(rt))
+    grace = _grace(rt)
     for row in stale:
         if row.status in ("running", "queued"):
             async with rt.db.session() as session:

@@ -18,10 +18,11 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from redis import Redis
 from rq.exceptions import DuplicateJobError
+from rq.registry import ScheduledJobRegistry
 
 from jobs import engine, loop, queues
 from jobs.runtime import Runtime, current
-from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from jobs.workflows.definition import ScheduleTrigger
 from storage import activity, members
 from storage import workflows as store
 from storage.db import Database
@@ -71,7 +72,7 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
         workflow = await session.get(Workflow, workflow_id)
         if workflow is None or workflow.status != "active":
             return "workflow not active"
-        definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
+        definition = await engine.load_version(session, workflow.id, workflow.active_version)
         default_zone = (await members.workspace(session)).timezone
         busy = await store.active_runs(session, workflow.id)
     trigger = definition.trigger
@@ -93,7 +94,9 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
             QUEUE_RETRY, FIRE_JOB, workflow.id, slot_epoch, job_id=f"wf-{workflow.id}-{slot_epoch}-wait{int(datetime.now(UTC).timestamp())}"
         )
         return "queued behind the running run"
-    run_id = await engine.start_run(db, redis, workflow.name, "schedule", {}, slot=slot_epoch)
+    async with db.session() as session:
+        run_id, to_queue = await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+    engine.enqueue_steps(redis, run_id, to_queue)
     return f"started {run_id}" if run_id else "slot already ran"
 
 
@@ -110,26 +113,32 @@ async def _record_skipped(db: Database, workflow: Workflow, slot_epoch: int, why
 
 
 async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> int:
-    """Make every active schedule's next slot queued; catch up or skip missed slots."""
+    """Make every active schedule's next slot queued; catch up or skip missed slots.
+
+    Built for many schedules: one query for the active definitions (validated once per process
+    and version), one for the latest slot of each, one Redis read for what is already queued;
+    only what is missing is enqueued."""
     now = now or datetime.now(UTC)
-    queued = 0
     async with db.session() as session:
-        rows = [w for w in await store.all_workflows(session) if w.status == "active"]
         default_zone = (await members.workspace(session)).timezone
         plans = []
-        for workflow in rows:
-            definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
-            if isinstance(definition.trigger, ScheduleTrigger):
-                plans.append((workflow, definition.trigger))
-        recent = {w.id: await store.last_run(session, w.id) for w, _ in plans}
+        for workflow, document in await store.active_definitions(session):
+            trigger = engine.cached_version(session, workflow.id, workflow.active_version, document).trigger
+            if isinstance(trigger, ScheduleTrigger):
+                plans.append((workflow, trigger))
+        last_slots = await store.last_slots(session) if plans else {}
+    if not plans:
+        return 0
+    already = set(ScheduledJobRegistry(queue=queues.queue(redis, queues.WORKFLOWS)).get_job_ids())
+    queued = 0
     for workflow, trigger in plans:
         zone = trigger.zone(default_zone)
-        if ensure_slot(redis, workflow.id, next_slot(trigger.schedule, zone, now)):
+        upcoming = next_slot(trigger.schedule, zone, now)
+        if slot_job_id(workflow.id, upcoming) not in already and ensure_slot(redis, workflow.id, upcoming):
             queued += 1
         missed = previous_slot(trigger.schedule, zone, now)
         created = workflow.created_at if workflow.created_at.tzinfo else workflow.created_at.replace(tzinfo=UTC)
-        last = recent[workflow.id]
-        if missed <= created or (last is not None and last.slot is not None and last.slot >= int(missed.timestamp())):
+        if missed <= created or last_slots.get(workflow.id, 0) >= int(missed.timestamp()):
             continue
         if now - missed <= trigger.catch_up_window:
             async with db.session() as session:

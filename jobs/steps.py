@@ -59,7 +59,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         run = await store.run(session, run_id)
         if run is None or run.status in store.FINISHED_RUN:
             return "run finished"
-        definition = WorkflowDefinition.model_validate(await store.definition(session, run.workflow_id, run.version))
+        definition = await engine.load_version(session, run.workflow_id, run.version)
         rows = await store.steps(session, run_id)
         secrets = templates.SecretsView(await engine._secrets(rt, session))
         plan = engine.Walk()
@@ -91,9 +91,10 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
             await store.update_step(session, run_id, path, where_status=("running",), status="waiting",
                                     wake_at=outcome.wake_at, lease_until=None,
                                     input={"approval_id": outcome.approval_id} if outcome.approval_id else None)
+            _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
         if outcome.wake_at is not None:
             engine.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
-        engine.enqueue_advance(rt.redis, run_id)  # lets the run show as waiting
+        engine.enqueue_steps(rt.redis, run_id, to_queue)
         return "waiting"
     output = templates.redact_value(outcome, secrets.used_values())
     async with rt.db.session() as session:
@@ -103,7 +104,9 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
             await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                                   action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
                                   entity_id=path, run_id=run_id)
-    engine.enqueue_advance(rt.redis, run_id)
+        # The next advance runs in this transaction: no extra job per step.
+        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
+    engine.enqueue_steps(rt.redis, run_id, to_queue)
     return "done"
 
 
@@ -125,7 +128,8 @@ async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                               action="step_failed", description=f"{definition.name}: {path} failed: {error}",
                               entity_type="step", entity_id=path, run_id=run_id)
-    engine.enqueue_advance(rt.redis, run_id)
+        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
+    engine.enqueue_steps(rt.redis, run_id, to_queue)
     return f"{status}: {error}"
 
 

@@ -230,6 +230,7 @@ class WorkflowRun(Base):
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)  # every advance
     finished_at: Mapped[datetime | None] = mapped_column()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -185,14 +185,37 @@ async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun
     return list(rows.scalars())
 
 
-async def stalled_runs(session: AsyncSession, limit: int = 200) -> list[str]:
-    """Running runs with no step queued, running, retrying or waiting: their next advance was
-    lost (a worker died in it, or Redis lost it)."""
+async def stalled_runs(session: AsyncSession, quiet_for: timedelta, limit: int = 200) -> list[str]:
+    """Runs with no step queued, running, retrying or waiting and no advance for `quiet_for`:
+    their next advance was lost (a worker died in it, or Redis lost it)."""
     busy = select(StepRun.run_id).where(StepRun.status.in_(("queued", "running", "retrying", "waiting")))
     rows = await session.execute(
-        select(WorkflowRun.id).where(WorkflowRun.status.in_(("running", "waiting")), WorkflowRun.id.not_in(busy)).limit(limit)
+        select(WorkflowRun.id)
+        .where(
+            WorkflowRun.status.in_(("running", "waiting")),
+            WorkflowRun.updated_at < utcnow() - quiet_for,
+            WorkflowRun.id.not_in(busy),
+        )
+        .limit(limit)
     )
     return list(rows.scalars())
+
+
+async def last_slots(session: AsyncSession) -> dict[int, int]:
+    """The latest schedule slot that has a run, per workflow."""
+    rows = await session.execute(select(WorkflowRun.workflow_id, func.max(WorkflowRun.slot)).group_by(WorkflowRun.workflow_id))
+    return {workflow_id: int(slot) for workflow_id, slot in rows.all() if slot is not None}
+
+
+async def active_definitions(session: AsyncSession) -> list[tuple[Workflow, dict[str, Any]]]:
+    """Active workflows with the document of their active version, in one query."""
+    rows = await session.execute(
+        select(Workflow, WorkflowVersion.definition)
+        .join(WorkflowVersion, (WorkflowVersion.workflow_id == Workflow.id) & (WorkflowVersion.version == Workflow.active_version))
+        .where(Workflow.status == "active")
+        .order_by(Workflow.id)
+    )
+    return [(row, dict(document)) for row, document in rows.all()]
 
 
 async def stats(session: AsyncSession) -> dict[str, dict[str, Any]]:
