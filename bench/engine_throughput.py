@@ -14,9 +14,9 @@ outside both windows; how fast `start_run` went is printed beside them. Plain RQ
 before and after the engine and the ratio uses their mean: other load on the machine then shows
 as a gap between the two instead of silently skewing the ratio.
 
-A run of one step is at least 3 RQ jobs (advance -> step -> advance): a ratio of runs/s to raw
-jobs/s above 1/3 is impossible by construction, so the table also shows the engine's RQ jobs/s,
-counted by the workers themselves.
+A run's advances happen inline (the first inside `start_run`, the next inside the step's own
+transaction), so a 1-step run is one RQ job; the table also shows the engine's RQ jobs/s,
+counted by the workers themselves, to make that visible.
 
 Everything runs on 127.0.0.1: redis-server, SQLite in a temp dir (or `--database postgres`: a
 fresh database on the local cluster of scripts/postgres.sh, dropped afterwards).
@@ -49,7 +49,7 @@ from storage.db import Database
 from storage.models import WorkflowRun
 
 TARGET_RATIO = 0.5
-JOBS_PER_RUN_MIN = 3  # advance, step, advance
+JOBS_PER_RUN_MIN = 1  # the step; advances run inline
 RAW_QUEUE = "raw"
 NOOP = """\
 name: noop-1
@@ -165,9 +165,8 @@ def report(result: dict[str, Any], as_json: bool) -> None:
     verdict = "met" if result["ratio"] >= TARGET_RATIO else "NOT met"
     print(f"ratio runs/s : plain RQ jobs/s (mean of both, {result['raw_jobs_per_s']:.1f}) = {result['ratio']:.3f} "
           f"(target >= {TARGET_RATIO}: {verdict})")
-    print(f"note: each run needs >= {JOBS_PER_RUN_MIN} RQ jobs (advance, step, advance); measured "
-          f"{eng['rq_jobs_per_run']:.2f} per run, so the ratio cannot exceed ~1/{JOBS_PER_RUN_MIN}. "
-          f"Per RQ job the engine runs at {result['jobs_ratio']:.2f}x plain RQ.")
+    print(f"note: RQ jobs per run measured {eng['rq_jobs_per_run']:.2f} (a 1-step run needs {JOBS_PER_RUN_MIN}: "
+          f"advances run inline). Per RQ job the engine runs at {result['jobs_ratio']:.2f}x plain RQ.")
     print(f"start_run in-process (before the workers, not in the window): {eng['start_run_per_s']:.0f} runs/s")
     if eng["other_status"]:
         print(f"runs not completed: {eng['other_status']}")

@@ -164,10 +164,10 @@ async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until:
             (StepRun.status == "queued") | ((StepRun.status == "running") & (StepRun.lease_until < now)),
         )
         .values(status="running", attempt=StepRun.attempt + 1, lease_until=lease_until, started_at=now)
+        .returning(StepRun)
+        .execution_options(populate_existing=True)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    return (await session.execute(select(StepRun).where(StepRun.run_id == run_id, StepRun.step_path == path).execution_options(populate_existing=True))).scalar_one()
+    return result.scalar_one_or_none()
 
 
 async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun]:
