@@ -128,6 +128,17 @@ async def load_version(session: Any, workflow_id: int, version: int) -> Workflow
     return cached
 
 
+_SECRET_USERS: dict[int, bool] = {}
+
+
+def _uses_secrets(definition: WorkflowDefinition) -> bool:
+    """Does any template of the definition read `secrets`? (cached per definition object)"""
+    key = id(definition)
+    if key not in _SECRET_USERS:
+        _SECRET_USERS[key] = "secrets." in json.dumps(as_document(definition))
+    return _SECRET_USERS[key]
+
+
 def _database(session: Any) -> str:
     return str(session.get_bind().url)
 
@@ -166,7 +177,7 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
         description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
         entity_id=workflow.name, run_id=run_id,
     )
-    if "secrets." in json.dumps(as_document(definition)):
+    if _uses_secrets(definition):
         return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
     _, to_queue = await advance_in(session, run_id, secrets_key=None, grace=_QUEUE_GRACE)
     return run_id, to_queue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -65,7 +66,9 @@ def fire_job(workflow_id: int, slot_epoch: int) -> str:
 
 
 async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
-    """Start the run of one slot (once), then queue the next slot."""
+    """Start the run of one slot (once), then queue the next slot. The common case — nothing
+    else running — is one transaction: read the workflow, create the run, take its first
+    advance."""
     assert rt.redis is not None
     slot = datetime.fromtimestamp(slot_epoch, UTC)
     async with rt.db.session() as session:
@@ -73,13 +76,29 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
         if workflow is None or workflow.status != "active":
             return "workflow not active"
         definition = await engine.load_version(session, workflow.id, workflow.active_version)
-        default_zone = (await members.workspace(session)).timezone
+        trigger = definition.trigger
+        if not isinstance(trigger, ScheduleTrigger):
+            return "not a scheduled workflow"
+        zone = trigger.zone(await _default_zone(session))
         busy = await store.active_runs(session, workflow.id)
-    trigger = definition.trigger
-    if not isinstance(trigger, ScheduleTrigger):
-        return "not a scheduled workflow"
-    ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(default_zone), slot))
+        run_id, to_queue = (None, []) if busy else await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+    ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, zone, slot))
+    if not busy:
+        engine.enqueue_steps(rt.redis, run_id, to_queue)
+        return f"started {run_id}" if run_id else "slot already ran"
     return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy)
+
+
+_ZONES: dict[str, str] = {}
+
+
+async def _default_zone(session: Any) -> str:
+    """The workspace time zone, read once per process and database (it is seeded from the
+    config file at start; a change takes effect when processes restart)."""
+    key = str(session.get_bind().url)
+    if key not in _ZONES:
+        _ZONES[key] = (await members.workspace(session)).timezone
+    return _ZONES[key]
 
 
 async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: ScheduleTrigger, slot_epoch: int, busy: int) -> str:
