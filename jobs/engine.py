@@ -124,6 +124,7 @@ async def load_version(session: Any, workflow_id: int, version: int) -> Workflow
         cached = WorkflowDefinition.model_validate(await store.definition(session, workflow_id, version))
         if len(_DEFINITIONS) > 5000:
             _DEFINITIONS.clear()
+            _SECRET_USERS.clear()
         _DEFINITIONS[key] = cached
     return cached
 
