@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.members import WORKSPACE_ID
@@ -31,10 +30,3 @@ async def record(
         )
     )
     await session.flush()
-
-
-async def recent(session: AsyncSession, limit: int = 50, run_id: str | None = None) -> list[Activity]:
-    query = select(Activity).order_by(Activity.id.desc()).limit(limit)
-    if run_id is not None:
-        query = query.where(Activity.run_id == run_id)
-    return list((await session.execute(query)).scalars())

@@ -7,51 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.messages import InboundMessage
-from storage.inserts import insert_or_ignore
-from storage.models import InboundEvent, ProcessedEvent, utcnow
-
-
-async def record(session: AsyncSession, msg: InboundMessage) -> InboundEvent | None:
-    """Store the message; None when its event id or the message itself was seen before."""
-    fresh_event = await insert_or_ignore(
-        session, ProcessedEvent, {"platform": msg.platform, "member_id": msg.member_id, "event_id": msg.event_id}
-    )
-    if not fresh_event:
-        return None
-    fresh_message = await insert_or_ignore(
-        session,
-        InboundEvent,
-        {
-            "member_id": msg.member_id,
-            "platform": msg.platform,
-            "event_id": msg.event_id,
-            "kind": msg.kind,
-            "channel": msg.channel,
-            "ts": msg.ts,
-            "thread_ts": msg.thread_ts,
-            "user_id": msg.user_id,
-            "text": msg.text,
-            "status": "received",
-            "attempts": 0,
-        },
-    )
-    if not fresh_message:
-        return None
-    return await find(session, msg.member_id, msg.platform, msg.channel, msg.ts)
-
-
-async def find(session: AsyncSession, member_id: str, platform: str, channel: str, ts: str) -> InboundEvent | None:
-    return (
-        await session.execute(
-            select(InboundEvent).where(
-                InboundEvent.member_id == member_id,
-                InboundEvent.platform == platform,
-                InboundEvent.channel == channel,
-                InboundEvent.ts == ts,
-            )
-        )
-    ).scalar_one_or_none()
+from storage.models import InboundEvent, utcnow
 
 
 async def get(session: AsyncSession, inbound_id: int) -> InboundEvent | None:

@@ -69,13 +69,6 @@ async def workspace(session: AsyncSession) -> Workspace:
     return Workspace(name=row.name, locale=row.locale, timezone=row.timezone, currency=row.currency)
 
 
-async def set_field(session: AsyncSession, member_id: str, key: str, value: Any) -> None:
-    """Change a setting from chat: it wins over the file until the file's value changes."""
-    if key not in SEEDED_FIELDS and key != "status":
-        raise KeyError(key)
-    await session.execute(update(Member).where(Member.id == member_id).values({key: value}))
-
-
 def _profile(row: Member) -> MemberProfile:
     return MemberProfile(
         id=row.id,

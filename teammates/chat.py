@@ -18,8 +18,8 @@ from agents.channels import Channel
 from agents.messages import Button, InboundMessage, UserInfo
 from jobs.runtime import Runtime, llm_client
 from jobs.turns import answer
-from storage import inbound
 from storage.db import Database
+from storage.recorder import recorder_for
 from teammates.config import LoadedConfig
 from teammates.runtime import prepare_database
 
@@ -62,6 +62,7 @@ async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, 
         return terminal
 
     rt = Runtime(loaded=loaded, db=db, channels=channels, redis=None, llm_factory=lambda: llm_client(loaded))
+    recorder = recorder_for(db)
     user = getpass.getuser()
     stdout.write(f"You are talking with {member.name} ({member.role}). Ctrl-D to leave.\n")
     try:
@@ -84,10 +85,9 @@ async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, 
                 user_id=user,
                 text=text,
             )
-            async with db.session() as session:
-                row = await inbound.record(session, msg)
-            if row is not None:
-                await answer(rt, row.id)
+            inbound_id = await recorder.record(msg)
+            if inbound_id is not None:
+                await answer(rt, inbound_id)
     finally:
         stdout.write("\n")
         await db.close()
