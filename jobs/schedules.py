@@ -11,6 +11,7 @@ Cron is evaluated in the schedule's IANA time zone (croniter + zoneinfo), so "0 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -150,7 +151,9 @@ async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> 
         return 0
     already = set(ScheduledJobRegistry(queue=queues.queue(redis, queues.WORKFLOWS)).get_job_ids())
     queued = 0
-    for workflow, trigger in plans:
+    for index, (workflow, trigger) in enumerate(plans):
+        if index % 100 == 99:
+            await asyncio.sleep(0)  # runs inside the web process: let acks through between batches
         zone = trigger.zone(default_zone)
         upcoming = next_slot(trigger.schedule, zone, now)
         if slot_job_id(workflow.id, upcoming) not in already and ensure_slot(redis, workflow.id, upcoming):
