@@ -4,9 +4,10 @@ engine and storage, printing one line per thing, or one JSON document with `--js
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,20 +44,16 @@ async def apply(loaded: LoadedConfig, file: str, say: Say) -> None:
     member_ids = {m.id for m in loaded.config.members}
     if definition.member not in member_ids:
         raise ConfigError(f"{file}: member: no member {definition.member!r} (members: {', '.join(sorted(member_ids))})")
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             row, version, changed = await store.apply(session, as_document(definition))
         if isinstance(definition.trigger, ScheduleTrigger) and row.status == "active":
             await _reconcile_quietly(loaded, db)
-    finally:
-        await db.close()
     say(f"{definition.name}: {'active version ' + str(version) if changed else 'unchanged (version ' + str(version) + ')'}")
 
 
 async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             zone = (await members.workspace(session)).timezone
             items: list[dict[str, Any]] = []
@@ -73,8 +70,6 @@ async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
                     "last_run": {"id": last.id, "status": last.status, "finished_at": _iso(last.finished_at)} if last else None,
                     "next_run": _iso(next_run),
                 })
-    finally:
-        await db.close()
     if as_json:
         say(json.dumps(items, indent=2))
         return
@@ -93,21 +88,18 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -
         if not sep or not key:
             raise ConfigError(f"--input: expected key=value, got {pair!r}")
         values[key] = value
-    db = await _db(loaded)
-    try:
-        run_id = await engine.start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
-    except LookupError as exc:
-        raise ConfigError(str(exc).strip("'\"")) from None
-    except engine.InputError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    finally:
-        await db.close()
+    async with _opened(loaded) as db:
+        try:
+            run_id = await engine.start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
+        except LookupError as exc:
+            raise ConfigError(str(exc).strip("'\"")) from None
+        except engine.InputError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     say(str(run_id))
 
 
 async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> None:
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             row = await store.by_name(session, name)
             if row is None:
@@ -115,18 +107,13 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
             await store.set_status(session, row.id, status)
         if status == "active":
             await _reconcile_quietly(loaded, db)
-    finally:
-        await db.close()
     say(f"{name}: {'paused' if status == 'paused' else 'active'}")
 
 
 async def run_stats(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             numbers = await store.stats(session)
-    finally:
-        await db.close()
     if as_json:
         say(json.dumps(numbers, indent=2))
         return
@@ -139,8 +126,7 @@ async def run_stats(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
 
 
 async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_json: bool) -> None:
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             workflow_id = None
             names: dict[int, str] = {w.id: w.name for w in await store.all_workflows(session)}
@@ -151,8 +137,6 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
                 workflow_id = row.id
             items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id))
                      for run in await store.runs(session, workflow_id)]
-    finally:
-        await db.close()
     if as_json:
         say(json.dumps(items, indent=2, default=str))
         return
@@ -170,23 +154,17 @@ async def secret_set(loaded: LoadedConfig, name: str, say: Say) -> None:
     value = sys.stdin.read().rstrip("\n")
     if not value:
         raise ConfigError("secret set: expected the value on standard input")
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             await secret_store.put(session, name, value, key)
-    finally:
-        await db.close()
     say(f"secret {name} stored")
 
 
 async def secret_list(loaded: LoadedConfig, say: Say) -> None:
-    db = await _db(loaded)
-    try:
+    async with _opened(loaded) as db:
         async with db.session() as session:
             for name in await secret_store.names(session):
                 say(name)
-    finally:
-        await db.close()
 
 
 def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dict[str, Any]:
@@ -220,10 +198,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-async def _db(loaded: LoadedConfig) -> Database:
+@contextlib.asynccontextmanager
+async def _opened(loaded: LoadedConfig) -> AsyncIterator[Database]:
+    """The database, checked and seeded, closed again when the command is done."""
     db = Database(loaded.config.database_url)
-    await prepare_database(loaded, db)
-    return db
+    try:
+        await prepare_database(loaded, db)
+        yield db
+    finally:
+        await db.close()
 
 
 async def _reconcile_quietly(loaded: LoadedConfig, db: Database) -> None:
