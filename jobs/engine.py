@@ -458,7 +458,8 @@ async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: 
                                   action="run_failed", description=f"{definition.name} failed: {plan.failed}",
                                   entity_type="workflow", entity_id=definition.name, run_id=run_id)
     else:
-        busy = any(r.status in ("queued", "running", "retrying") for r in rows.values()) or to_queue
+        finished = {path for path, _ in plan.finished_rows}  # `rows` were read before they were finished
+        busy = any(r.status in ("queued", "running", "retrying") for p, r in rows.items() if p not in finished) or to_queue
         status = "waiting" if plan.waiting and not busy else "running"
         if status != run.status:
             await store.set_run_status(session, run_id, status)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 
 from agents import prompts
 from agents.channels import Channel, ChannelError
+from agents.members import MemberProfile
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, run_turn
@@ -65,8 +67,8 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         plan = engine.Walk()
         engine.walk(definition.steps, "", engine.run_context(run, secrets), rows, plan)
         ctx = plan.contexts.get(path)
-        claimed = await store.claim_step(session, run_id, path, utcnow() + lease)
-    if claimed is None:
+        attempt = await store.claim_step(session, run_id, path, utcnow() + lease)
+    if attempt is None:
         return "step taken or finished"
     if ctx is None:
         raise LookupError(f"step {path} is not open in run {run_id}")
@@ -76,15 +78,15 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
     try:
         async with _heartbeat(rt, run_id, path, lease):
             limit = step.timeout_delta
-            work = _execute(rt, definition, run_id, path, step, ctx, claimed.attempt)
+            work = _execute(rt, definition, run_id, path, step, ctx, attempt)
             outcome = await (asyncio.wait_for(work, limit.total_seconds()) if limit else work)
     except (templates.TemplateError, StepFailure) as exc:
-        return await _failed(rt, definition, run_id, path, step, _redact(str(exc), secrets), claimed.attempt, retryable=False)
+        return await _failed(rt, definition, run_id, path, step, _redact(str(exc), secrets), attempt, retryable=False)
     except TimeoutError:
-        return await _failed(rt, definition, run_id, path, step, f"timed out after {step.timeout}", claimed.attempt, retryable=True)
+        return await _failed(rt, definition, run_id, path, step, f"timed out after {step.timeout}", attempt, retryable=True)
     except Exception as exc:  # noqa: BLE001 - any failure of a step follows its retry/on_error
         log.warning("step %s failed: %s", path, exc, extra=extra)
-        return await _failed(rt, definition, run_id, path, step, _redact(f"{type(exc).__name__}: {exc}", secrets), claimed.attempt, retryable=True)
+        return await _failed(rt, definition, run_id, path, step, _redact(f"{type(exc).__name__}: {exc}", secrets), attempt, retryable=True)
     assert rt.redis is not None
     if isinstance(outcome, Suspend):
         async with rt.db.session() as session:
@@ -256,15 +258,32 @@ async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
         [tool] = resolve([name])
     except KeyError:
         raise StepFailure(f"step {path!r}: unknown tool {name!r}") from None
-    async with rt.db.session() as session:
-        member = await members.profile(session, definition.member)
-    assert member is not None
+    member = await _member(rt, definition.member)
+    if member is None:
+        raise StepFailure(f"step {path!r}: no member {definition.member!r}")
     ctx = ToolContext(member=member, channel=_channel(rt, "slack", definition.member), conversation_channel="", thread_ts=None,
                       user_id=definition.member, run_id=effect_id(run_id, path), history=_no_history)
     try:
         return await tool.call(ctx, args)
     except ToolError as exc:
         raise RuntimeError(str(exc)) from None
+
+
+_PROFILES: dict[tuple[str, str], tuple[float, MemberProfile | None]] = {}
+PROFILE_TTL = 5.0
+
+
+async def _member(rt: Runtime, member_id: str) -> MemberProfile | None:
+    """The member's profile, kept for a few seconds: a burst of tool steps would otherwise
+    read the same row once per step, and a profile edit may take effect that much later."""
+    key, now = (rt.db.url, member_id), time.monotonic()
+    hit = _PROFILES.get(key)
+    if hit is not None and now - hit[0] < PROFILE_TTL:
+        return hit[1]
+    async with rt.db.session() as session:
+        profile = await members.profile(session, member_id)
+    _PROFILES[key] = (now, profile)
+    return profile
 
 
 async def _approval(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: ApprovalStep, render: Any) -> Suspend:

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storage import inline_sqlite
+
 
 class DatabaseUrlError(ValueError):
     """The database URL names a database this product does not support."""
@@ -43,11 +45,16 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; for SQLite with the pragmas several processes need."""
+def create_engine(url: str, *, inline: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An async engine; for SQLite with the pragmas several processes need. `inline` (worker
+    processes) runs a SQLite file's statements on the loop's thread: see storage.inline_sqlite."""
     target = async_url(url)
     if is_sqlite(url):
-        engine = create_async_engine(target, connect_args={"timeout": 30}, **kwargs)
+        path = make_url(url).database
+        if inline and path and path != ":memory:" and not path.startswith("file:"):
+            engine = create_async_engine(target, async_creator=inline_sqlite.creator(path, timeout=30), **kwargs)
+        else:
+            engine = create_async_engine(target, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -68,9 +75,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 class Database:
     """One engine and its session factory, owned by one event loop."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, inline: bool = False) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, inline=inline)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

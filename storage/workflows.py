@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.inserts import insert_or_ignore
@@ -88,25 +88,49 @@ async def create_run(
     return run_id if inserted else None
 
 
+# The statements a workflow step runs, built once: building a statement and its cache key
+# costs more than SQLite takes to run it. Values go in as parameters (for an UPDATE, the
+# parameters that name columns become its SET clause).
+_RUN_TABLE = cast(Table, WorkflowRun.__table__)
+_STEP_TABLE = cast(Table, StepRun.__table__)
+_RUNS = _RUN_TABLE.c
+_STEPS = _STEP_TABLE.c
+_LOCK_RUN = (
+    update(WorkflowRun).where(WorkflowRun.id == bindparam("b_run_id")).values(status=WorkflowRun.status)
+    .returning(WorkflowRun).execution_options(populate_existing=True, synchronize_session=False)
+)
+_GET_RUN = select(WorkflowRun).where(WorkflowRun.id == bindparam("b_run_id")).execution_options(populate_existing=True)
+_UPDATE_OPEN_RUN = update(_RUN_TABLE).where(_RUNS.id == bindparam("b_run_id"), _RUNS.status.not_in(FINISHED_RUN))
+_STEP_ROWS = (
+    select(StepRun).where(StepRun.run_id == bindparam("b_run_id")).order_by(StepRun.id)
+    .execution_options(populate_existing=True)
+)
+_UPDATE_STEP = update(_STEP_TABLE).where(_STEPS.run_id == bindparam("b_run_id"), _STEPS.step_path == bindparam("b_path"))
+_UPDATE_STEP_IF = _UPDATE_STEP.where(_STEPS.status.in_(bindparam("b_statuses", expanding=True)))
+_CLAIM_STEP = (
+    _UPDATE_STEP.where((_STEPS.status == "queued") | ((_STEPS.status == "running") & (_STEPS.lease_until < bindparam("b_now"))))
+    .values(status="running", attempt=_STEPS.attempt + 1)
+    .returning(_STEPS.attempt)
+)
+
+
 async def run(session: AsyncSession, run_id: str, *, lock: bool = False) -> WorkflowRun | None:
     """The run; with `lock`, its row is locked for the rest of the transaction so that
-    concurrent advances of one run take turns (a write takes SQLite's lock too)."""
-    if lock:
-        await session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id).values(status=WorkflowRun.status))
-    return await session.get(WorkflowRun, run_id, populate_existing=True)
+    concurrent advances of one run take turns (a write takes SQLite's lock too). One
+    statement either way: the no-op UPDATE takes the lock and RETURNING reads the row."""
+    result = await session.execute(_LOCK_RUN if lock else _GET_RUN, {"b_run_id": run_id})
+    return result.scalar_one_or_none()
 
 
 async def finish_run(session: AsyncSession, run_id: str, status: str, output: Any = None, error: str | None = None) -> bool:
     result = await session.execute(
-        update(WorkflowRun)
-        .where(WorkflowRun.id == run_id, WorkflowRun.status.not_in(FINISHED_RUN))
-        .values(status=status, output=output, error=error, finished_at=utcnow())
+        _UPDATE_OPEN_RUN, {"b_run_id": run_id, "status": status, "output": output, "error": error, "finished_at": utcnow()}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def set_run_status(session: AsyncSession, run_id: str, status: str) -> None:
-    await session.execute(update(WorkflowRun).where(WorkflowRun.id == run_id, WorkflowRun.status.not_in(FINISHED_RUN)).values(status=status))
+    await session.execute(_UPDATE_OPEN_RUN, {"b_run_id": run_id, "status": status})
 
 
 async def active_runs(session: AsyncSession, workflow_id: int) -> int:
@@ -134,7 +158,8 @@ async def last_run(session: AsyncSession, workflow_id: int) -> WorkflowRun | Non
 
 
 async def steps(session: AsyncSession, run_id: str) -> dict[str, StepRun]:
-    rows = await session.execute(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id))
+    """The run's step rows as the database has them now (also rows this session loaded before)."""
+    rows = await session.execute(_STEP_ROWS, {"b_run_id": run_id})
     return {row.step_path: row for row in rows.scalars()}
 
 
@@ -146,26 +171,20 @@ async def add_step(session: AsyncSession, run_id: str, path: str, status: str, o
 
 
 async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None, **values: Any) -> bool:
-    query = update(StepRun).where(StepRun.run_id == run_id, StepRun.step_path == path)
+    """A plain UPDATE (no ORM bookkeeping: `steps` always re-reads, so nothing goes stale)."""
+    keys: dict[str, Any] = {"b_run_id": run_id, "b_path": path}
     if where_status is not None:
-        query = query.where(StepRun.status.in_(where_status))
-    result = await session.execute(query.values(**values))
+        keys["b_statuses"] = list(where_status)
+    result = await session.execute(_UPDATE_STEP if where_status is None else _UPDATE_STEP_IF, {**values, **keys})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until: datetime) -> StepRun | None:
-    """Take a queued step (or one whose worker died: its lease ran out) for one attempt."""
+async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until: datetime) -> int | None:
+    """Take a queued step (or one whose worker died: its lease ran out) for one attempt;
+    returns the attempt number, None when another worker has it or it is finished."""
     now = utcnow()
     result = await session.execute(
-        update(StepRun)
-        .where(
-            StepRun.run_id == run_id,
-            StepRun.step_path == path,
-            (StepRun.status == "queued") | ((StepRun.status == "running") & (StepRun.lease_until < now)),
-        )
-        .values(status="running", attempt=StepRun.attempt + 1, lease_until=lease_until, started_at=now)
-        .returning(StepRun)
-        .execution_options(populate_existing=True)
+        _CLAIM_STEP, {"b_run_id": run_id, "b_path": path, "b_now": now, "lease_until": lease_until, "started_at": now}
     )
     return result.scalar_one_or_none()
 

@@ -35,7 +35,7 @@ def slack_channels(loaded: LoadedConfig) -> ChannelProvider:
 def worker_runtime(loaded: LoadedConfig) -> Runtime:
     return Runtime(
         loaded=loaded,
-        db=Database(loaded.config.database_url),
+        db=Database(loaded.config.database_url, inline=True),  # a worker runs one job at a time
         channels=slack_channels(loaded),
         redis=redis_from_url(loaded.config.redis_url),
         llm_factory=lambda: llm_client(loaded),
