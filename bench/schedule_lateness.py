@@ -5,7 +5,7 @@ Why: schedules live in the database and each active one keeps its next slot queu
 scheduler (`enqueue_at`, job id `wf-<workflow>-<slot>`); at a slot the `fire` job starts the run.
 On the hour many schedules fall due together, and every one of them waits for the scheduler's
 1 s poll and then in line for a worker. This measures lateness = the run row's `started_at`
-minus its slot (the `slot` column), p50/p99/max, against the floor RQ itself sets: 10,000 plain
+minus its slot (the `slot` column), p50/p99/max (the first step's start is shown too), against the floor RQ itself sets: 10,000 plain
 `enqueue_at` jobs (9,000 a day ahead, 1,000 at one whole second), lateness = RQ's `started_at`
 minus that second. Both sides use 4 SimpleWorkers with RQ's scheduler: `teammates worker
 --concurrency 4 --queues workflows`, and a plain `rq worker-pool` on its own Redis database.
@@ -54,7 +54,7 @@ from sqlalchemy import func, select
 
 from jobs import schedules
 from storage.db import Database
-from storage.models import Workflow, WorkflowRun
+from storage.models import StepRun, Workflow, WorkflowRun
 
 TARGET_P99_S = 1.0  # the issue: p99 lateness of a due schedule at most 1 s
 TARGET_RATIO = 1.25  # the guide: within 1.25x of plain RQ
@@ -110,6 +110,16 @@ async def runs_of_slot(db: Database, slot: int) -> list[WorkflowRun]:
         return list((await session.execute(select(WorkflowRun).where(WorkflowRun.slot == slot))).scalars())
 
 
+async def first_step_starts(db: Database, slot: int) -> list[datetime]:
+    """When each run of the slot had its first step taken by a worker (those taken so far)."""
+    async with db.session() as session:
+        rows = await session.execute(
+            select(func.min(StepRun.started_at)).join(WorkflowRun, WorkflowRun.id == StepRun.run_id)
+            .where(WorkflowRun.slot == slot, StepRun.started_at.is_not(None)).group_by(StepRun.run_id)
+        )
+        return [as_utc(moment) for moment in rows.scalars()]
+
+
 async def due_workflow_ids(db: Database) -> list[int]:
     async with db.session() as session:
         return list((await session.execute(select(Workflow.id).where(Workflow.name.like("due-%")))).scalars())
@@ -153,6 +163,8 @@ def measure_engine(stack: EngineStack, total: int, due_count: int, workers: int,
             wait_s = max(0.0, (slot - datetime.now(UTC)).total_seconds())
             poll(lambda: runner.run(count_slot(db, epoch)) >= due_count, f"{due_count} runs of the slot", wait_s + timeout)
             runs = runner.run(runs_of_slot(db, epoch))
+            poll(lambda: len(runner.run(first_step_starts(db, epoch))) >= due_count, "every first step", timeout)
+            first_steps = runner.run(first_step_starts(db, epoch))
             fire_ids = [schedules.slot_job_id(wid, slot) for wid in runner.run(due_workflow_ids(db))]
         finally:
             runner.run(db.close())
@@ -160,7 +172,8 @@ def measure_engine(stack: EngineStack, total: int, due_count: int, workers: int,
     fired = [(t["started_at"] - slot).total_seconds() for t in job_times(conn, fire_ids) if t["started_at"]]
     return {"slot": slot.isoformat(), "set_up_in_time": in_time, "reconcile_s": reconcile_seconds,
             "reconcile_per_schedule_ms": reconcile_seconds / total * 1000,
-            "lateness": stats(late, PERCENTILES), "fire_job_start": stats(fired, PERCENTILES)}
+            "lateness": stats(late, PERCENTILES), "fire_job_start": stats(fired, PERCENTILES),
+            "first_step_start": stats([(moment - slot).total_seconds() for moment in first_steps], PERCENTILES)}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -189,7 +202,8 @@ def report(result: dict[str, Any], as_json: bool) -> None:
     print(f"{'lateness (s)':<34} {'n':>5} {'min':>7} {'p50':>7} {'p99':>7} {'max':>7}")
     rows = (("plain RQ enqueue_at: job started", raw["lateness"]),
             ("engine: fire job started (RQ)", eng["fire_job_start"]),
-            ("engine: run started (run row)", eng["lateness"]))
+            ("engine: run started (run row)", eng["lateness"]),
+            ("engine: first step started", eng["first_step_start"]))
     for label, s in rows:
         print(f"{label:<34} {s['n']:>5} {s['min_ms'] / 1000:>7.2f} {s['p50_ms'] / 1000:>7.2f} {s['p99_ms'] / 1000:>7.2f} {s['max_ms'] / 1000:>7.2f}")
     p99 = eng["lateness"]["p99_ms"] / 1000

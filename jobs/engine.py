@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
+from rq import Queue
+from rq.queue import EnqueueData
 
 from jobs import loop, queues
 from jobs.runtime import Runtime, current
@@ -74,16 +76,26 @@ def wake_job(run_id: str, path: str) -> str:
 
 
 def enqueue_advance(redis: Redis, run_id: str, job_id: str | None = None) -> None:
-    queues.queue(redis, queues.WORKFLOWS).enqueue(
-        ADVANCE_JOB, run_id, job_id=job_id or f"adv-{run_id}-{uuid.uuid4().hex[:8]}", result_ttl=60, job_timeout=120
-    )
+    _enqueue(redis, [_advance_data(run_id, job_id)])
 
 
 def enqueue_step(redis: Redis, run_id: str, path: str, job_timeout: int) -> None:
-    queues.queue(redis, queues.WORKFLOWS).enqueue(
-        STEP_JOB, run_id, path, job_id=f"step-{run_id}-{_job_safe(path)}-{uuid.uuid4().hex[:6]}",
-        job_timeout=job_timeout, result_ttl=60, failure_ttl=7 * 24 * 3600,
-    )
+    _enqueue(redis, [_step_data(run_id, path, job_timeout)])
+
+
+def _advance_data(run_id: str, job_id: str | None = None) -> EnqueueData:
+    return Queue.prepare_data(ADVANCE_JOB, (run_id,), job_id=job_id or f"adv-{run_id}-{uuid.uuid4().hex[:8]}",
+                              result_ttl=60, timeout=120)
+
+
+def _step_data(run_id: str, path: str, job_timeout: int) -> EnqueueData:
+    return Queue.prepare_data(STEP_JOB, (run_id, path), job_id=f"step-{run_id}-{_job_safe(path)}-{uuid.uuid4().hex[:6]}",
+                              timeout=job_timeout, result_ttl=60, failure_ttl=7 * 24 * 3600)
+
+
+def _enqueue(redis: Redis, jobs: list[EnqueueData]) -> None:
+    if jobs:
+        queues.queue(redis, queues.WORKFLOWS).enqueue_many(jobs)
 
 
 def schedule_wake(redis: Redis, run_id: str, path: str, at: datetime) -> None:
@@ -180,18 +192,27 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
     )
     if _uses_secrets(definition):
         return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
-    _, to_queue = await advance_in(session, run_id, secrets_key=None, grace=_QUEUE_GRACE)
+    # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
+    fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values)
+    _, to_queue = await _advance_run(session, fresh, definition, {}, templates.SecretsView({}), _QUEUE_GRACE)
     return run_id, to_queue
 
 
 def enqueue_steps(redis: Redis, run_id: str | None, steps: list[tuple[str, Step]]) -> None:
     """Queue the steps an advance decided on; an empty path asks for a full advance instead."""
-    for path, step in steps:
-        assert run_id is not None
-        if path:
-            enqueue_step(redis, run_id, path, _job_timeout(step))
-        else:
-            enqueue_advance(redis, run_id)
+    enqueue_runs_steps(redis, [(run_id, steps)])
+
+
+def enqueue_runs_steps(redis: Redis, runs: list[tuple[str | None, list[tuple[str, Step]]]], *, at_front: bool = False) -> None:
+    """`enqueue_steps` for several runs in one Redis round trip (a foreach fan-out, a batch of
+    schedules started together). `at_front` puts them ahead of what waits in the queue."""
+    jobs = []
+    for run_id, steps in runs:
+        for path, step in steps:
+            assert run_id is not None
+            job = _step_data(run_id, path, _job_timeout(step)) if path else _advance_data(run_id)
+            jobs.append(job._replace(at_front=at_front))
+    _enqueue(redis, jobs)
 
 
 _QUEUE_GRACE = timedelta(minutes=5)
@@ -427,7 +448,6 @@ def _grace(rt: Runtime) -> timedelta:
 async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: timedelta) -> tuple[str, list[tuple[str, Step]]]:
     """The advance inside the caller's transaction (the run row stays locked until it ends);
     returns the outcome and the steps to enqueue once the transaction has committed."""
-    to_queue: list[tuple[str, Step]] = []
     run = await store.run(session, run_id, lock=True)
     if run is None:
         return "no such run", []
@@ -435,8 +455,17 @@ async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: 
         return f"run {run.status}", []
     definition = await load_version(session, run.workflow_id, run.version)
     rows = await store.steps(session, run_id)
+    secrets = templates.SecretsView(await _secret_values(session, secrets_key))
+    return await _advance_run(session, run, definition, rows, secrets, grace)
+
+
+async def _advance_run(session: Any, run: WorkflowRun, definition: WorkflowDefinition, rows: dict[str, StepRun],
+                       secrets: templates.SecretsView, grace: timedelta) -> tuple[str, list[tuple[str, Step]]]:
+    """Walk the definition against `rows` and record what that decided (see `advance_in`)."""
+    run_id = run.id
+    to_queue: list[tuple[str, Step]] = []
     plan = Walk()
-    ctx = run_context(run, templates.SecretsView(await _secret_values(session, secrets_key)))
+    ctx = run_context(run, secrets)
     outcome = walk(definition.steps, "", ctx, rows, plan)
     for path, status, output in plan.new_rows:
         await store.add_step(session, run_id, path, status, output=_jsonable(output), finished_at=utcnow() if status == "skipped" else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ from storage.models import Workflow
 log = logging.getLogger(__name__)
 
 FIRE_JOB = "jobs.schedules.fire_job"
+BATCH = 250  # runs one fire job starts in one transaction when many schedules share a slot
 QUEUE_RETRY = timedelta(seconds=15)
 
 
@@ -67,27 +69,70 @@ def fire_job(workflow_id: int, slot_epoch: int) -> str:
 
 
 async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
-    """Start the run of one slot (once), then queue the next slot. The common case — nothing
-    else running — is one transaction: read the workflow, create the run, take its first
-    advance."""
+    """Start the run of one slot (once), then queue the next slot.
+
+    Schedules fall due together (on the hour, at 09:00): one job per schedule would start them
+    one by one behind each other. So this job also starts, in its one transaction, up to
+    `BATCH - 1` runs of the same slot whose fire jobs are still waiting in the queue; those
+    jobs then find their run there and end at once. The run row's unique (workflow, slot) keeps
+    two batches, or a batch and a job, from ever starting a slot twice."""
     assert rt.redis is not None
     slot = datetime.fromtimestamp(slot_epoch, UTC)
     async with rt.db.session() as session:
-        workflow = await session.get(Workflow, workflow_id)
-        if workflow is None or workflow.status != "active":
+        if await store.workflows_with_slot(session, [workflow_id], slot_epoch):
+            return "slot already ran"  # a batch started it: the common case when many are due
+        siblings = due_alongside(rt.redis, slot_epoch, exclude=workflow_id)
+        fired = await store.workflows_with_slot(session, siblings, slot_epoch) if siblings else set()
+        # Workers take these jobs in id order, several at once: split the slot's workflows into
+        # buckets by id, so that those workers start different buckets, not the same one.
+        buckets = math.ceil((len(siblings) + 1) / BATCH)
+        batch = [workflow_id, *[w for w in siblings if w % buckets == workflow_id % buckets and w not in fired][:BATCH - 1]]
+        loaded = {workflow.id: (workflow, document) for workflow, document in await store.active_definitions(session, batch)}
+        if workflow_id not in loaded:
             return "workflow not active"
-        definition = await engine.load_version(session, workflow.id, workflow.active_version)
-        trigger = definition.trigger
-        if not isinstance(trigger, ScheduleTrigger):
-            return "not a scheduled workflow"
-        zone = trigger.zone(await _default_zone(session))
-        busy = await store.active_runs(session, workflow.id)
-        run_id, to_queue = (None, []) if busy else await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
-    ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, zone, slot))
-    if not busy:
-        engine.enqueue_steps(rt.redis, run_id, to_queue)
-        return f"started {run_id}" if run_id else "slot already ran"
-    return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy)
+        busy = await store.active_run_counts(session, list(loaded))
+        zone = await _default_zone(session)
+        started: dict[int, tuple[str | None, list[Any], ScheduleTrigger]] = {}  # workflow -> run, its first steps
+        own: tuple[Workflow, ScheduleTrigger] | None = None
+        for wid in batch:
+            if wid not in loaded:
+                continue
+            workflow, document = loaded[wid]
+            trigger = engine.cached_version(session, wid, workflow.active_version, document).trigger
+            if not isinstance(trigger, ScheduleTrigger):
+                continue
+            if wid == workflow_id:
+                own = (workflow, trigger)
+            if busy.get(wid):
+                continue  # the overlap policy decides: its own job (this one, below, for this workflow)
+            run_id, to_queue = await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+            started[wid] = (run_id, to_queue, trigger)
+    if own is None:
+        return "not a scheduled workflow"
+    # Ahead of the fire jobs still queued for this slot (each of those now ends at once): the
+    # runs' first steps should not wait behind a thousand of them.
+    engine.enqueue_runs_steps(rt.redis, [(run_id, to_queue) for run_id, to_queue, _ in started.values()], at_front=True)
+    for wid, (_, _, trigger) in started.items():
+        ensure_slot(rt.redis, wid, next_slot(trigger.schedule, trigger.zone(zone), slot))
+    workflow, trigger = own
+    if busy.get(workflow_id):
+        ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(zone), slot))
+        return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy[workflow_id])
+    own_run = started[workflow_id][0]
+    batched = f" (and {len(started) - 1} more of this slot)" if len(started) > 1 else ""
+    return f"started {own_run}{batched}" if own_run else "slot already ran"
+
+
+def due_alongside(redis: Redis, slot_epoch: int, exclude: int) -> list[int]:
+    """Workflows whose fire job for this slot waits in the queue (RQ's scheduler moved it there)."""
+    suffix = f"-{slot_epoch}"
+    out = []
+    for job_id in queues.queue(redis, queues.WORKFLOWS).get_job_ids():
+        if job_id.startswith("wf-") and job_id.endswith(suffix):
+            middle = job_id[3:-len(suffix)]
+            if middle.isdigit() and int(middle) != exclude:
+                out.append(int(middle))
+    return out
 
 
 _ZONES: dict[str, str] = {}

@@ -226,15 +226,35 @@ async def last_slots(session: AsyncSession) -> dict[int, int]:
     return {workflow_id: int(slot) for workflow_id, slot in rows.all() if slot is not None}
 
 
-async def active_definitions(session: AsyncSession) -> list[tuple[Workflow, dict[str, Any]]]:
-    """Active workflows with the document of their active version, in one query."""
-    rows = await session.execute(
+async def active_definitions(session: AsyncSession, ids: list[int] | None = None) -> list[tuple[Workflow, dict[str, Any]]]:
+    """Active workflows (all, or those of `ids`) with the document of their active version,
+    in one query."""
+    query = (
         select(Workflow, WorkflowVersion.definition)
         .join(WorkflowVersion, (WorkflowVersion.workflow_id == Workflow.id) & (WorkflowVersion.version == Workflow.active_version))
         .where(Workflow.status == "active")
         .order_by(Workflow.id)
     )
+    if ids is not None:
+        query = query.where(Workflow.id.in_(ids))
+    rows = await session.execute(query)
     return [(row, dict(document)) for row, document in rows.all()]
+
+
+async def workflows_with_slot(session: AsyncSession, ids: list[int], slot: int) -> set[int]:
+    """Which of these workflows have a run (or a skipped record) of this schedule slot."""
+    rows = await session.execute(select(WorkflowRun.workflow_id).where(WorkflowRun.slot == slot, WorkflowRun.workflow_id.in_(ids)))
+    return set(rows.scalars())
+
+
+async def active_run_counts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
+    """Unfinished runs per workflow, for those of `ids` that have any."""
+    rows = await session.execute(
+        select(WorkflowRun.workflow_id, func.count())
+        .where(WorkflowRun.workflow_id.in_(ids), WorkflowRun.status.not_in(FINISHED_RUN))
+        .group_by(WorkflowRun.workflow_id)
+    )
+    return {int(workflow_id): int(count) for workflow_id, count in rows.all()}
 
 
 async def stats(session: AsyncSession) -> dict[str, dict[str, Any]]:

@@ -111,6 +111,54 @@ def test_a_slot_fired_twice_at_once_starts_one_run(stack: Stack) -> None:
     assert sum(1 for o in outcomes if o.startswith("started")) == 1
 
 
+def test_schedules_due_at_the_same_moment_start_in_batches_and_each_slot_runs_once(stack: Stack) -> None:
+    """More schedules due at 09:00 Amsterdam than one batch takes: RQ's scheduler has moved their fire jobs into
+    the queue. The first job starts a batch of them; the others find theirs started or start the next batch."""
+    assert stack.cli("workflow", "list").returncode == 0
+    url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+    slot = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Amsterdam, a Monday
+    count = schedules.BATCH + 50  # two buckets
+
+    async def main() -> tuple[list[str], dict[int, list[int]]]:
+        from jobs.runtime import Runtime
+        from teammates.config import load
+
+        db = Database(url)
+        rt = Runtime(loaded=load(str(stack.workdir / "teammates.yml"), env=stack.env), db=db,
+                     channels=lambda *_: None, redis=connection)  # type: ignore[arg-type,return-value]
+        queue = Queue("workflows", connection=connection)
+        try:
+            ids = []
+            async with db.session() as session:
+                for i in range(count):
+                    row, _, _ = await store.apply(session, as_document(load_definition(
+                        f'name: nine-{i:03d}\nmember: nova\ntrigger: {{schedule: "0 9 * * *", timezone: Europe/Amsterdam}}\n'
+                        'steps: [{id: now, tool: current_time}]')))
+                    ids.append(row.id)
+            for wid in ids:  # as RQ's scheduler leaves them at 09:00
+                queue.enqueue(schedules.FIRE_JOB, wid, int(slot.timestamp()), job_id=schedules.slot_job_id(wid, slot))
+            outcomes = []
+            for wid in ids:  # each job in turn, as the workers would take them
+                queue.remove(schedules.slot_job_id(wid, slot))
+                outcomes.append(await schedules.fire(rt, wid, int(slot.timestamp())))
+            async with db.session() as session:
+                slots = {wid: [r.slot for r in await store.runs(session, wid)] for wid in ids}
+            return outcomes, slots
+        finally:
+            await db.close()
+
+    outcomes, slots = asyncio.run(main())
+    assert all(found == [int(slot.timestamp())] for found in slots.values()), "every schedule ran its slot exactly once"
+    assert outcomes[0].endswith(f"(and {count // 2 - 1} more of this slot)")  # its bucket: half of them
+    batches = [o for o in outcomes if o.startswith("started")]
+    assert 2 <= len(batches) <= 6 and sum(1 for o in outcomes if o == "slot already ran") == count - len(batches)
+    tomorrow = int((slot + timedelta(days=1)).timestamp())
+    queued = set(ScheduledJobRegistry(queue=Queue("workflows", connection=connection)).get_job_ids())
+    assert all(f"wf-{wid}-{tomorrow}" in queued for wid in slots), "every schedule's next slot is queued"
+    steps = [j for j in Queue("workflows", connection=connection).get_job_ids() if j.startswith("step-")]
+    assert len(steps) == count, "every run's first step is queued"
+
+
 def test_a_missed_slot_inside_the_catch_up_window_runs_once_and_older_ones_are_skipped(stack: Stack) -> None:
     assert stack.cli("workflow", "list").returncode == 0
     url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
