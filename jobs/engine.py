@@ -185,16 +185,18 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
     run_id = await store.create_run(session, workflow, trigger, values, slot)
     if run_id is None:
         return None, []
-    await activity.record(
-        session, member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
+    feed = [activity.entry(
+        member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
         description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
         entity_id=workflow.name, run_id=run_id,
-    )
+    )]
     if _uses_secrets(definition):
+        await activity.record_many(session, feed)
         return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
     # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
     fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values)
-    _, to_queue = await _advance_run(session, fresh, definition, {}, templates.SecretsView({}), _QUEUE_GRACE)
+    _, to_queue = await _advance_run(session, fresh, definition, {}, templates.SecretsView({}), _QUEUE_GRACE, feed)
+    await activity.record_many(session, feed)
     return run_id, to_queue
 
 
@@ -445,23 +447,30 @@ def _grace(rt: Runtime) -> timedelta:
     return timedelta(seconds=rt.loaded.config.workers.step_lease * 10)
 
 
-async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: timedelta) -> tuple[str, list[tuple[str, Step]]]:
+async def advance_in(session: Any, run_id: str, secrets_key: str | None, grace: timedelta,
+                     feed: list[dict[str, Any]] | None = None) -> tuple[str, list[tuple[str, Step]]]:
     """The advance inside the caller's transaction (the run row stays locked until it ends);
-    returns the outcome and the steps to enqueue once the transaction has committed."""
+    returns the outcome and the steps to enqueue once the transaction has committed. `feed`:
+    the caller's activity rows (`activity.entry`), written with the advance's own in one
+    statement."""
+    feed = list(feed or [])
     run = await store.run(session, run_id, lock=True)
-    if run is None:
-        return "no such run", []
-    if run.status in store.FINISHED_RUN:
-        return f"run {run.status}", []
+    if run is None or run.status in store.FINISHED_RUN:
+        await activity.record_many(session, feed)
+        return ("no such run" if run is None else f"run {run.status}"), []
     definition = await load_version(session, run.workflow_id, run.version)
     rows = await store.steps(session, run_id)
     secrets = templates.SecretsView(await _secret_values(session, secrets_key))
-    return await _advance_run(session, run, definition, rows, secrets, grace)
+    outcome = await _advance_run(session, run, definition, rows, secrets, grace, feed)
+    await activity.record_many(session, feed)
+    return outcome
 
 
 async def _advance_run(session: Any, run: WorkflowRun, definition: WorkflowDefinition, rows: dict[str, StepRun],
-                       secrets: templates.SecretsView, grace: timedelta) -> tuple[str, list[tuple[str, Step]]]:
-    """Walk the definition against `rows` and record what that decided (see `advance_in`)."""
+                       secrets: templates.SecretsView, grace: timedelta,
+                       feed: list[dict[str, Any]]) -> tuple[str, list[tuple[str, Step]]]:
+    """Walk the definition against `rows` and record what that decided (see `advance_in`);
+    its activity rows go to `feed`, for the caller to write."""
     run_id = run.id
     to_queue: list[tuple[str, Step]] = []
     plan = Walk()
@@ -478,14 +487,14 @@ async def _advance_run(session: Any, run: WorkflowRun, definition: WorkflowDefin
     if outcome == "done":
         last = ctx["steps"].get(definition.steps[-1].id, {}).get("output")
         if await store.finish_run(session, run_id, "completed", output=_jsonable({"result": last})):
-            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                                  action="run_completed", description=f"Completed {definition.name}", entity_type="workflow",
-                                  entity_id=definition.name, run_id=run_id)
+            feed.append(activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                       action="run_completed", description=f"Completed {definition.name}", entity_type="workflow",
+                                       entity_id=definition.name, run_id=run_id))
     elif outcome == "failed":
         if await store.finish_run(session, run_id, "failed", error=plan.failed):
-            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                                  action="run_failed", description=f"{definition.name} failed: {plan.failed}",
-                                  entity_type="workflow", entity_id=definition.name, run_id=run_id)
+            feed.append(activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                       action="run_failed", description=f"{definition.name} failed: {plan.failed}",
+                                       entity_type="workflow", entity_id=definition.name, run_id=run_id))
     else:
         finished = {path for path, _ in plan.finished_rows}  # `rows` were read before they were finished
         busy = any(r.status in ("queued", "running", "retrying") for p, r in rows.items() if p not in finished) or to_queue

@@ -102,12 +102,11 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
     async with rt.db.session() as session:
         done = await store.update_step(session, run_id, path, where_status=("running",), status="done",
                                        output=engine._jsonable(output), finished_at=utcnow(), lease_until=None, error=None)
-        if done:
-            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                                  action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
-                                  entity_id=path, run_id=run_id)
-        # The next advance runs in this transaction: no extra job per step.
-        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
+        feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
+                               action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
+                               entity_id=path, run_id=run_id)] if done else []
+        # The next advance runs in this transaction (no extra job per step), and writes `feed`.
+        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt), feed)
     engine.enqueue_steps(rt.redis, run_id, to_queue)
     return "done"
 
@@ -127,10 +126,10 @@ async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
     async with rt.db.session() as session:
         await store.update_step(session, run_id, path, where_status=("running",), status=status, error=error,
                                 finished_at=utcnow(), lease_until=None)
-        await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                              action="step_failed", description=f"{definition.name}: {path} failed: {error}",
-                              entity_type="step", entity_id=path, run_id=run_id)
-        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
+        feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
+                               action="step_failed", description=f"{definition.name}: {path} failed: {error}",
+                               entity_type="step", entity_id=path, run_id=run_id)]
+        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt), feed)
     engine.enqueue_steps(rt.redis, run_id, to_queue)
     return f"{status}: {error}"
 

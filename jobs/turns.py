@@ -131,8 +131,8 @@ async def _finish(rt: Runtime, event: InboundEvent, conversation_id: int, text: 
     async with rt.db.session() as session:
         done = await effects.get(session, effect_id)
         ts = str(done.result.get("ts", "")) if done else ""
-        await conversations.add_message(session, conversation_id, "assistant", event.member_id, text, ts or None)
-        await inbound.mark_answered(session, event.id, ts)
+        if await inbound.mark_answered(session, event.id, ts):  # the flip guards the message: stored once
+            await conversations.add_message(session, conversation_id, "assistant", event.member_id, text, ts or None)
     await _quietly(channel.clear_working(event.channel, event.ts, reply_thread), {"member": event.member_id})
     return f"answered {ts}"
 

@@ -30,12 +30,15 @@ async def claim(session: AsyncSession, inbound_id: int, lease: timedelta) -> boo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def mark_answered(session: AsyncSession, inbound_id: int, reply_ts: str) -> None:
-    await session.execute(
+async def mark_answered(session: AsyncSession, inbound_id: int, reply_ts: str) -> bool:
+    """False when it was answered already (by a worker whose lease had run out, say): the
+    caller then records nothing more, so the reply is stored once."""
+    result = await session.execute(
         update(InboundEvent)
-        .where(InboundEvent.id == inbound_id)
+        .where(InboundEvent.id == inbound_id, InboundEvent.status != "answered")
         .values(status="answered", reply_ts=reply_ts, answered_at=utcnow(), error=None, lease_until=None)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def mark_failed(session: AsyncSession, inbound_id: int, error: str) -> None:
