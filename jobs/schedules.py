@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FIRE_JOB = "jobs.schedules.fire_job"
 BATCH = 250  # runs one fire job starts in one transaction when many schedules share a slot
+SCAN_LIMIT = 5000  # queued job ids a fire job reads to find the others due with it
 QUEUE_RETRY = timedelta(seconds=15)
 
 
@@ -124,10 +125,12 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
 
 
 def due_alongside(redis: Redis, slot_epoch: int, exclude: int) -> list[int]:
-    """Workflows whose fire job for this slot waits in the queue (RQ's scheduler moved it there)."""
+    """Workflows whose fire job for this slot waits in the queue (RQ's scheduler moved it there).
+    Only the first `SCAN_LIMIT` queued jobs are looked at: behind a longer backlog, slots simply
+    fire one by one."""
     suffix = f"-{slot_epoch}"
     out = []
-    for job_id in queues.queue(redis, queues.WORKFLOWS).get_job_ids():
+    for job_id in queues.queue(redis, queues.WORKFLOWS).get_job_ids(0, SCAN_LIMIT):
         if job_id.startswith("wf-") and job_id.endswith(suffix):
             middle = job_id[3:-len(suffix)]
             if middle.isdigit() and int(middle) != exclude:
