@@ -120,7 +120,8 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
         ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(zone), slot))
         return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy[workflow_id])
     own_run = started[workflow_id][0]
-    batched = f" (and {len(started) - 1} more of this slot)" if len(started) > 1 else ""
+    others = sum(1 for wid, (run_id, _, _) in started.items() if run_id and wid != workflow_id)
+    batched = f" (and {others} more of this slot)" if others else ""
     return f"started {own_run}{batched}" if own_run else "slot already ran"
 
 
