@@ -8,7 +8,7 @@ up thousands of them is not a measurement of the CLI), `teammates worker` pools 
 `workflows` queue, plain RQ `SimpleWorker` pools as the baseline, and UTC arithmetic on the
 timestamps the product and RQ record. Process handling, redis-server and clean-up are
 bench/_stack.py's `Stack` (subclassed, not copied), so every process is stopped and the temp
-dir deleted even on errors.
+dir deleted even on errors; the small helpers and `main()` are bench/_util.py's.
 
 Timing rests on timestamps written where the work happens, never on the bench's polling: the
 product's `started_at` / `finished_at` columns (UTC, written by the worker processes) and RQ's
@@ -20,8 +20,6 @@ local cluster started by scripts/postgres.sh (dropped again by `close()`).
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import subprocess
 import sys
 import time
@@ -31,8 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from _stack import ROOT, Stack, log
-from ack import pct, wait_until
+from _stack import ROOT, Stack, postgres_admin
+from _util import log, pct, wait_until
 from rq.job import Job
 from sqlalchemy.engine import make_url
 
@@ -43,8 +41,7 @@ from storage.db import Database
 from teammates.config import LoadedConfig, load
 from teammates.runtime import prepare_database
 
-__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "exit_on_signals", "job_times", "log",
-           "pct", "poll", "stats", "wait_until"]
+__all__ = ["CONFIG", "ROOT", "EngineStack", "add_workflows", "as_utc", "job_times", "poll", "stats"]
 
 #: One member, UTC as the workspace zone (cron slots are then plain UTC), no Slack: the
 #: benchmarked steps (`current_time`, approvals) never reach a platform.
@@ -57,23 +54,8 @@ members:
 RAW_REDIS_DB = 1  # the plain-RQ baseline's own Redis database: its workers never meet the product's
 
 
-def exit_on_signals() -> None:
-    """Ctrl-C and SIGTERM raise at once, wherever the bench is, so `finally` cleans up.
-
-    Why not leave SIGINT alone: `asyncio.Runner` (used to keep one Database on one loop)
-    turns Ctrl-C into a cancellation of the running coroutine, which a database call can
-    swallow (seen here: the bench carried on). Runner leaves a handler other than Python's
-    default in place, so this one wins."""
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def poll(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.2) -> None:
-    """Like ack.wait_until, but gentler: the checks here are database queries or many Redis
+    """Like _util.wait_until, but gentler: the checks here are database queries or many Redis
     reads, and they share the CPUs with the workers being measured."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -176,7 +158,7 @@ class EngineStack(Stack):
         if url.host not in ("127.0.0.1", "localhost"):
             raise RuntimeError(f"refusing a PostgreSQL server that is not local: {url.host}")
         name = f"teammates_bench_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_postgres(self._postgres_admin, f'CREATE DATABASE "{name}"'))
+        postgres_admin(self._postgres_admin, f'CREATE DATABASE "{name}"')
         return url.set(database=name).render_as_string(hide_password=False)
 
     def close(self) -> None:
@@ -184,19 +166,9 @@ class EngineStack(Stack):
         if self._postgres_admin and self.database_url:
             name = make_url(self.database_url).database
             try:
-                asyncio.run(_postgres(self._postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                postgres_admin(self._postgres_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             except Exception as exc:  # noqa: BLE001 - clean-up must not hide the real error
                 log(f"could not drop {name}: {exc}")
-
-
-async def _postgres(admin_url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def job_times(connection: redis.Redis, job_ids: list[str]) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
-"""Shared rig of the load benchmarks (bench/concurrency.py, bench/scaleout.py).
+"""Shared rig of the Slack benchmarks (bench/ack.py, bench/concurrency.py, bench/scaleout.py).
 
-Why a module of its own: both benchmarks start the same things as bench/ack.py (redis-server,
-FakeSlack, a temp config, `teammates` subprocesses, signed events) but also FakeAnthropic,
-workers and many people, and both judge a run by the replies that land in the Slack fake. The
-small process helpers are bench/ack.py's own (imported, not copied), so ack.py stays as it is.
+Why a module of its own: all three start the same things (redis-server, FakeSlack, a temp
+config, `teammates` subprocesses, signed events); concurrency and scaleout also start
+FakeAnthropic, workers and many people, and judge a run by the replies that land in the Slack
+fake. `Stack` is also what bench/_engine_stack.py subclasses. The small helpers (percentiles,
+logging, polling) are bench/_util.py's, shared with every other bench.
 
 Timing rests on one fact of FakeSlack: a posted message's `ts` is the wall clock in microseconds
 when the fake stored it (`time.time_ns() // 1000`, bumped by 1 µs on a tie). The fake runs in
@@ -32,7 +33,7 @@ from typing import Any
 import aiohttp
 import psutil
 import redis
-from ack import healthy, log, pct, pings, wait_until
+from _util import healthy, pct, pings, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +43,7 @@ from tests.fakes.anthropic_api import FakeAnthropic, Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
 from tests.fakes.slack_driver import SlackDriver, new_ts, rich_text_blocks  # noqa: E402
 
-__all__ = ["MEMBERS", "ROOT", "Creds", "Person", "Stack", "busy_cpu_seconds", "dm_body", "echo", "free_port", "log", "post", "replies", "summary", "wait_replies"]
+__all__ = ["MEMBERS", "ROOT", "Creds", "Person", "Stack", "busy_cpu_seconds", "dm_body", "echo", "free_port", "post", "postgres_admin", "replies", "summary", "wait_replies"]
 
 Creds = dict[str, str]  # {"token", "secret", "user", "bot"}, shaped like tests/conftest.py's NOVA
 
@@ -187,8 +188,8 @@ class Stack:
         """Write the config and the environment every `teammates` process gets.
 
         The credentials of member `m` go in `M_SLACK_BOT_TOKEN` / `M_SLACK_SIGNING_SECRET`,
-        the names the config's `${...}` use. Inherited SLACK_/ANTHROPIC_/TEAMMATES_ variables
-        are dropped: a developer's real ones must never reach a benchmark."""
+        the names the config's `${...}` use. Inherited SLACK_/ANTHROPIC_/TEAMMATES_ (and
+        NOVA_/CASEY_) variables are dropped: a developer's real ones must never reach a benchmark."""
         self.config.write_text(config)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SLACK_", "ANTHROPIC_", "TEAMMATES_", "NOVA_", "CASEY_"))}
@@ -283,6 +284,22 @@ def summary(seconds: list[float]) -> dict[str, float]:
     ordered = sorted(seconds)
     return {"n": len(ordered), "p50": pct(ordered, 50), "p95": pct(ordered, 95),
             "max": ordered[-1] if ordered else float("nan")}
+
+
+def postgres_admin(url: str, sql: str) -> None:
+    """Run one statement (CREATE / DROP DATABASE) as the cluster admin at `url`.
+
+    asyncpg is imported here, not at the top: only the PostgreSQL runs need it."""
+    import asyncpg
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute())
 
 
 def busy_cpu_seconds() -> float:

@@ -19,29 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import redis
+from _stack import MEMBERS, ROOT, Stack, free_port
+from _util import log, pct, run_bench
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import ANA, CASEY, CONFIG, NOVA, NOVA_DM, free_port  # noqa: E402
-from tests.fakes.slack_api import FakeSlack  # noqa: E402
-from tests.fakes.slack_driver import SlackDriver, new_ts, rich_text_blocks  # noqa: E402
+from tests.conftest import ANA, CONFIG, NOVA, NOVA_DM
+from tests.fakes.slack_driver import SlackDriver, new_ts, rich_text_blocks
 
 LATE_MS = 5.0
 TARGETS = ("bare", "teammates")
@@ -75,138 +65,40 @@ class Stats:
         }
 
 
-def pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile (no interpolation: every figure is a real observation)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * p // 100))
-    return sorted_values[int(rank) - 1]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- processes
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
+class Rig(Stack):
+    """bench/_stack.py's Stack with this bench's two targets: `teammates serve` and the bare app.
 
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate, then kill if it lingers."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-class Rig:
-    """redis-server, FakeSlack, `teammates serve` and the bare app; `close()` undoes it all."""
+    Why a subclass: redis-server, FakeSlack, the config and environment, `teammates migrate`,
+    spawning and stopping are the Stack's; only the targets and Ana's DM with Nova are ack's."""
 
     def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="teammates-bench-"))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.slack: FakeSlack | None = None
-        self.redis_url = ""
+        super().__init__("ack")
         self.urls: dict[str, str] = {}
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        out = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
-        # A session of its own: a Ctrl-C reaches only us, and we stop the children in order.
-        proc = subprocess.Popen(argv, cwd=self.tmp, env=env, stdout=out, stderr=out, start_new_session=True)
-        out.close()
-        self.procs.append(proc)
-
-    def logs(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
-
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        port = free_port()
-        (self.tmp / "redis").mkdir()
-        self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(self.tmp / "redis")])
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
-        wait_until(lambda: pings(redis.Redis.from_url(self.redis_url)), "redis-server")
-
-        self.slack = slack = FakeSlack().start()
-        slack.add_bot(NOVA["token"], NOVA["user"], NOVA["bot"], "nova")
-        slack.add_bot(CASEY["token"], CASEY["user"], CASEY["bot"], "casey")
+        self.start_redis()
+        slack = self.start_slack(MEMBERS)
         slack.add_user(ANA, "ana", real_name="Ana de Vries", email="ana@acme.test")
         slack.add_im(NOVA_DM, ANA, NOVA["user"])
-
-        config = self.tmp / "teammates.yml"
-        config.write_text(CONFIG)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SLACK_", "ANTHROPIC_", "TEAMMATES_", "NOVA_", "CASEY_"))}
-        env.update({
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": f"sqlite:///{self.tmp}/teammates.db",
-            "REDIS_URL": self.redis_url,
-            "SLACK_API_URL": slack.base_url,
-            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/",  # never called by `serve`
-            "ANTHROPIC_API_KEY": "sk-ant-bench",
-            "NOVA_SLACK_BOT_TOKEN": NOVA["token"],
-            "NOVA_SLACK_SIGNING_SECRET": NOVA["secret"],
-            "CASEY_SLACK_BOT_TOKEN": CASEY["token"],
-            "CASEY_SLACK_SIGNING_SECRET": CASEY["secret"],
-        })
-        teammates = [sys.executable, "-m", "teammates", "--config", str(config)]
-        migrated = subprocess.run([*teammates, "migrate"], cwd=self.tmp, env=env, capture_output=True, text=True, timeout=60)
-        if migrated.returncode != 0:
-            raise RuntimeError(f"teammates migrate failed:\n{migrated.stderr}")
-
+        # No FakeAnthropic: `serve` never calls the LLM, so ANTHROPIC_BASE_URL points nowhere.
+        self.configure(CONFIG, f"sqlite:///{self.tmp}/teammates.db")
+        self.cli("migrate")
         for name in TARGETS:
             port = free_port()
             self.urls[name] = f"http://127.0.0.1:{port}"
             if name == "teammates":
-                self.spawn(name, [*teammates, "serve", "--host", "127.0.0.1", "--port", str(port)], env)
+                self.teammates(name, "serve", "--host", "127.0.0.1", "--port", str(port))
             else:
                 self.spawn(name, [sys.executable, str(ROOT / "bench" / "bare_bolt.py"), "--port", str(port),
                                   "--token", NOVA["token"], "--secret", NOVA["secret"], "--api-url", slack.base_url])
         for name, url in self.urls.items():
-            try:
-                wait_until(lambda url=url: healthy(url), f"{name} on {url}")
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}\n{self.logs(name)}") from None
+            self.wait_healthy(name, url, timeout=30.0)
 
     def queued_turns(self) -> int:
         return int(redis.Redis.from_url(self.redis_url).llen("rq:queue:turns"))
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            stop(proc)
-        if self.slack is not None:
-            self.slack.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- load
@@ -286,7 +178,20 @@ async def load(urls: dict[str, str], rate: float, seconds: float, warmup: float,
 # ---------------------------------------------------------------- report
 
 
-def report(stats: dict[str, Stats], queued: int, args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace) -> tuple[dict[str, Stats], int]:
+    """Start the rig, run the load; each target's Stats and how many turn jobs are queued."""
+    rig = Rig()
+    try:
+        log(f"starting redis-server, FakeSlack, teammates serve and the bare app in {rig.tmp}")
+        rig.start()
+        stats = asyncio.run(load(rig.urls, args.rate, args.seconds, args.warmup, args.block))
+        return stats, rig.queued_turns()
+    finally:
+        rig.close()
+
+
+def report(result: tuple[dict[str, Stats], int], args: argparse.Namespace) -> None:
+    stats, queued = result
     rows = {name: s.row() for name, s in stats.items()}
     ratio = {p: rows["teammates"][p] / rows["bare"][p] if rows["bare"][p] else float("nan") for p in ("p50_ms", "p99_ms")}
     acked = stats["teammates"].acked_total
@@ -313,6 +218,13 @@ def report(stats: dict[str, Stats], queued: int, args: argparse.Namespace) -> No
     print(f"queued: {queued} of {acked} (rq:queue:turns vs events acked by teammates, warm-up included)")
 
 
+def sound(result: tuple[dict[str, Stats], int], _args: argparse.Namespace) -> bool:
+    """No request failed and every event teammates acked is a queued job."""
+    stats, queued = result
+    bad = any(s.bad_status or s.errors or s.warmup_failures for s in stats.values()) or queued != stats["teammates"].acked_total
+    return not bad
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
@@ -320,23 +232,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="uncounted warm-up seconds per target (default 2)")
     parser.add_argument("--block", type=float, default=1.0, help="length of each alternating block in seconds (default 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    args = parser.parse_args()
-    # SIGTERM takes the same cleanup path as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    rig = Rig()
-    try:
-        log(f"starting redis-server, FakeSlack, teammates serve and the bare app in {rig.tmp}")
-        rig.start()
-        stats = asyncio.run(load(rig.urls, args.rate, args.seconds, args.warmup, args.block))
-        queued = rig.queued_turns()
-        report(stats, queued, args)
-        bad = any(s.bad_status or s.errors or s.warmup_failures for s in stats.values()) or queued != stats["teammates"].acked_total
-        return 1 if bad else 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        rig.close()
+    return run_bench(parser, measure, report, sound)
 
 
 if __name__ == "__main__":

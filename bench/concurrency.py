@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,12 +41,12 @@ from _stack import (
     busy_cpu_seconds,
     dm_body,
     free_port,
-    log,
     post,
     replies,
     summary,
     wait_replies,
 )
+from _util import log, run_bench
 
 from teammates.cli import DEFAULT_WORKERS
 from teammates.processes import split_workers
@@ -233,6 +232,15 @@ def measure_members(count: int) -> dict[str, Any]:
         stack.close()
 
 
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The bursts against `teammates run`, then `teammates serve` alone with many members."""
+    sizes = [int(n) for n in args.people.split(",") if n.strip()]
+    result = measure_run(args, sizes)
+    log(f"teammates serve alone with {args.members} members")
+    result["members"] = measure_members(args.members)
+    return result
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     rounds: list[Round] = result["rounds"]
     memory, members = result["memory"], result["members"]
@@ -264,6 +272,11 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"{members['acked']} acked) (target <= {TARGET_SERVE_RSS_MB:g} MB: {verdict})")
 
 
+def sound(result: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Every person got exactly one reply, every event was acked, every member answered."""
+    return all(r.ok for r in result["rounds"]) and result["members"]["acked"] == args.members
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", default="20,50", help="comma-separated burst sizes (default 20,50)")
@@ -274,19 +287,7 @@ def main() -> int:
                         help="DMs in the unmeasured warm-up burst (default: one per worker process)")
     parser.add_argument("--members", type=int, default=50, help="members of the `serve`-alone measurement (default 50)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    args = parser.parse_args()
-    sizes = [int(n) for n in args.people.split(",") if n.strip()]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # same cleanup path as Ctrl-C
-    try:
-        result = measure_run(args, sizes)
-        log(f"teammates serve alone with {args.members} members")
-        result["members"] = measure_members(args.members)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    report(result, args)
-    clean = all(r.ok for r in result["rounds"]) and result["members"]["acked"] == args.members
-    return 0 if clean else 1
+    return run_bench(parser, measure, report, sound)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from _engine_stack import EngineStack, add_workflows, as_utc, exit_on_signals, job_times, log
+from _engine_stack import EngineStack, add_workflows, as_utc, job_times
+from _util import log, run_bench
 from rq import Queue, Worker
 from rq.job import Job
 from sqlalchemy import func, select
@@ -150,8 +151,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "target_ratio": TARGET_RATIO}
 
 
-def report(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
         print(json.dumps(result, indent=2, default=str))
         return
     eng = result["engine"]
@@ -172,6 +173,13 @@ def report(result: dict[str, Any], as_json: bool) -> None:
         print(f"runs not completed: {eng['other_status']}")
 
 
+def sound(result: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Every run completed, no engine job failed, every plain RQ job ran on both sides."""
+    eng = result["engine"]
+    raw_done = result["raw_before"]["completed"] == result["raw_after"]["completed"] == args.jobs
+    return bool(eng["completed"] == args.runs and not eng["rq_jobs_failed"] and raw_done)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="workflow runs (default 1000)")
@@ -180,18 +188,7 @@ def main() -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--timeout", type=float, default=180.0, help="give up on a side after this many seconds")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    args = parser.parse_args()
-    exit_on_signals()
-    try:
-        result = measure(args)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    report(result, args.json)
-    eng = result["engine"]
-    raw_done = result["raw_before"]["completed"] == result["raw_after"]["completed"] == args.jobs
-    clean = eng["completed"] == args.runs and not eng["rq_jobs_failed"] and raw_done
-    return 0 if clean else 1
+    return run_bench(parser, measure, report, sound)
 
 
 if __name__ == "__main__":

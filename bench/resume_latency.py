@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from _engine_stack import EngineStack, add_workflows, as_utc, exit_on_signals, log, poll, stats
+from _engine_stack import EngineStack, add_workflows, as_utc, poll, stats
+from _util import log, run_bench
 from sqlalchemy import func, select
 
 from jobs import engine, queues
@@ -132,8 +133,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "target_p95_ms": TARGET_P95_MS}
 
 
-def report(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['runs']} runs (approval, then current_time), decided one by one; {result['workers']} SimpleWorkers, "
@@ -146,21 +147,18 @@ def report(result: dict[str, Any], as_json: bool) -> None:
           f"decided {result['decided']}, completed {result['completed']} of {result['runs']}")
 
 
+def sound(result: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Every decision was accepted and every resumed run completed."""
+    return bool(result["decided"] == result["completed"] == result["latency"]["n"] == args.runs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="runs, each decided once (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    args = parser.parse_args()
-    exit_on_signals()
-    try:
-        result = measure(args)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    report(result, args.json)
-    return 0 if result["decided"] == result["completed"] == result["latency"]["n"] == args.runs else 1
+    return run_bench(parser, measure, report, sound)
 
 
 if __name__ == "__main__":

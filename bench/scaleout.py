@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -38,7 +37,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
-import asyncpg
 import psutil
 from _stack import (
     MEMBERS,
@@ -48,12 +46,13 @@ from _stack import (
     busy_cpu_seconds,
     dm_body,
     free_port,
-    log,
     post,
+    postgres_admin,
     replies,
     summary,
     wait_replies,
 )
+from _util import log, run_bench
 from sqlalchemy.engine import make_url
 
 from tests.conftest import CONFIG
@@ -97,17 +96,6 @@ def admin_url() -> str:
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"scripts/postgres.sh failed (set TEAMMATES_TEST_POSTGRES instead):\n{done.stderr[-2000:]}")
     return done.stdout.strip().splitlines()[-1]
-
-
-def admin(url: str, sql: str) -> None:
-    async def execute() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(execute())
 
 
 def cpu_snapshot(stack: Stack, database: str) -> dict[str, float]:
@@ -201,7 +189,7 @@ async def load(stack: Stack, urls: list[str], people: list[Person], args: argpar
 def measure(name: str, webs: int, pools: int, admin_dsn: str, args: argparse.Namespace) -> Outcome:
     """Start one configuration on a fresh database, warm it up, run the load, tear it down."""
     database = f"teammates_bench_{uuid.uuid4().hex[:10]}"
-    admin(admin_dsn, f'CREATE DATABASE "{database}"')
+    postgres_admin(admin_dsn, f'CREATE DATABASE "{database}"')
     stack = Stack(f"scaleout-{name}")
     try:
         stack.start_redis()
@@ -244,7 +232,13 @@ def measure(name: str, webs: int, pools: int, admin_dsn: str, args: argparse.Nam
         )
     finally:
         stack.close()
-        admin(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        postgres_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def measure_both(args: argparse.Namespace) -> list[Outcome]:
+    """Configuration A (1 serve + 1 pool), then B (2 + 2), each on a fresh database."""
+    dsn = admin_url()
+    return [measure("A", 1, 1, dsn, args), measure("B", 2, 2, dsn, args)]
 
 
 def per_reply_cpu(before: dict[str, float], after: dict[str, float], replies: int) -> dict[str, float]:
@@ -285,6 +279,11 @@ def report(outcomes: list[Outcome], args: argparse.Namespace) -> None:
                   "may be bounded by this machine's CPUs rather than by the number of processes")
 
 
+def sound(outcomes: list[Outcome], _args: argparse.Namespace) -> bool:
+    """No reply lost or duplicated, nothing unexpected posted, every request acked with 200."""
+    return all(o.ok for o in outcomes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=400, help="DMs per configuration (default 400)")
@@ -293,16 +292,7 @@ def main() -> int:
     parser.add_argument("--llm-delay", type=float, default=0.2, help="seconds the LLM fake takes per call (default 0.2)")
     parser.add_argument("--inflight", type=int, default=32, help="requests in flight at most (default 32)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # same cleanup path as Ctrl-C
-    try:
-        dsn = admin_url()
-        outcomes = [measure("A", 1, 1, dsn, args), measure("B", 2, 2, dsn, args)]
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    report(outcomes, args)
-    return 0 if all(o.ok for o in outcomes) else 1
+    return run_bench(parser, measure_both, report, sound)
 
 
 if __name__ == "__main__":
