@@ -223,27 +223,28 @@ _QUEUE_GRACE = timedelta(minutes=5)
 async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any]) -> list[str]:
     """A platform event (`approval.decided`, `member.handoff`): start every active workflow
     whose event trigger listens for it. Returns the ids of the runs started."""
+    async with db.session() as session:
+        started = await publish_in(session, name, member, payload)
+    enqueue_runs_steps(redis, started)
+    return [run_id for run_id, _ in started if run_id]
+
+
+async def publish_in(session: Any, name: str, member: str | None, payload: dict[str, Any]) -> list[tuple[str | None, list[tuple[str, Step]]]]:
+    """`publish` inside the caller's transaction, so that the runs an event starts commit with
+    whatever caused it (a handoff step's record): the caller enqueues the returned steps."""
     from jobs.workflows.definition import EventTrigger
 
-    async with db.session() as session:
-        listening = []
-        for workflow in await store.all_workflows(session):
-            if workflow.status != "active":
-                continue
-            definition = WorkflowDefinition.model_validate(await store.definition(session, workflow.id, workflow.active_version))
-            trigger = definition.trigger
-            if isinstance(trigger, EventTrigger) and trigger.event.name == name and trigger.event.member in (None, member):
-                declared = {i.name for i in definition.inputs}
-                listening.append((workflow.name, {k: v for k, v in payload.items() if not declared or k in declared}))
     started = []
-    for workflow_name, run_input in listening:
-        try:
-            run_id = await start_run(db, redis, workflow_name, "event", run_input)
-        except InputError as exc:
-            log.warning("event %s not delivered to %s: %s", name, workflow_name, exc, extra={"workflow": workflow_name})
+    for workflow, document in await store.active_definitions(session):
+        definition = cached_version(session, workflow.id, workflow.active_version, document)
+        trigger = definition.trigger
+        if not (isinstance(trigger, EventTrigger) and trigger.event.name == name and trigger.event.member in (None, member)):
             continue
-        if run_id:
-            started.append(run_id)
+        declared = {i.name for i in definition.inputs}
+        try:
+            started.append(await start_loaded(session, workflow, "event", {k: v for k, v in payload.items() if not declared or k in declared}))
+        except InputError as exc:  # raised before anything is written for this workflow
+            log.warning("event %s not delivered to %s: %s", name, workflow.name, exc, extra={"workflow": workflow.name})
     return started
 
 

@@ -304,19 +304,35 @@ async def _approval(rt: Runtime, definition: WorkflowDefinition, run_id: str, pa
 
 
 async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: HandoffStep, render: Any) -> dict[str, Any]:
+    """Start the other member's run and publish `member.handoff`, exactly once: the runs, the
+    feed row and the effect record commit in one transaction, and a retry finds the record."""
     handoff = step.handoff
-    result: dict[str, Any] = {"member": handoff.member}
-    if handoff.workflow:
-        child = await engine.start(rt, handoff.workflow, "handoff", render(handoff.input or {}, "handoff.input"))
-        result["run_id"] = child
-    if handoff.message:
-        result["message"] = render(handoff.message, "handoff.message")
-    assert rt.redis is not None
-    await engine.publish(rt.db, rt.redis, "member.handoff", handoff.member, {"from": definition.member, "run_id": run_id, **result})
+    key = effect_id(run_id, path).replace("wf-", "ho-")
+    child_input = render(handoff.input or {}, "handoff.input") if handoff.workflow else None
+    message = render(handoff.message, "handoff.message") if handoff.message else None
     async with rt.db.session() as session:
+        record = await effects.begin(session, key, "handoff")
+        if record.status == "done":
+            return dict(record.result)
+        result: dict[str, Any] = {"member": handoff.member}
+        started: list[tuple[str | None, list[Any]]] = []
+        if handoff.workflow:
+            workflow = await store.by_name(session, handoff.workflow)
+            if workflow is None:
+                raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
+            child, first_steps = await engine.start_loaded(session, workflow, "handoff", child_input or {})
+            result["run_id"] = child
+            started.append((child, first_steps))
+        if message is not None:
+            result["message"] = message
+        event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
+        started += await engine.publish_in(session, "member.handoff", handoff.member, event)
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                               action="handoff", description=f"{definition.name}: handed off to {handoff.member}",
                               entity_type="member", entity_id=handoff.member, run_id=run_id, details=result)
+        await effects.finish(session, key, result)
+    assert rt.redis is not None
+    engine.enqueue_runs_steps(rt.redis, started)
     return result
 
 

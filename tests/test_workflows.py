@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import redis as redis_lib
@@ -390,3 +391,52 @@ steps:
     assert sorted(texts) == ["Ana de Vries / done", "small"]
     dumped = stack.cli("runs", "--json").stdout
     assert "U0ANA00001" not in dumped and "[secret]" in dumped  # the secret's value never reaches run output
+
+
+def test_a_handoff_starts_the_other_members_run_and_its_listeners_once_even_when_retried(stack: Stack) -> None:
+    stack.up()
+    apply(stack, "name: chase\nmember: casey\ntrigger: {manual: {}}\ninputs: [{name: invoice, type: string, required: true}]\n"
+                 "steps: [{id: now, tool: current_time}]\n", "chase.yml")
+    apply(stack, "name: on-handoff\nmember: casey\ntrigger: {event: {name: member.handoff, member: casey}}\n"
+                 "steps: [{id: now, tool: current_time}]\n", "listener.yml")
+    apply(stack, "name: hand-over\nmember: nova\ntrigger: {manual: {}}\n"
+                 "steps: [{id: pass, handoff: {member: casey, workflow: chase, input: {invoice: '2041'}, message: 'Please chase 2041'}}]\n",
+          "parent.yml")
+    parent = start(stack, "hand-over")
+    done = wait_status(stack, parent, "completed")
+    handed = done["steps"][0]["output"]
+    assert handed["member"] == "casey" and handed["message"] == "Please chase 2041"
+
+    def runs_of(name: str) -> list[dict[str, Any]]:
+        result = stack.cli("runs", "--json")
+        assert result.returncode == 0, result.stderr
+        return [r for r in json.loads(result.stdout) if r["workflow"] == name]
+
+    [child] = runs_of("chase")
+    assert child["id"] == handed["run_id"] and child["input"] == {"invoice": "2041"}
+    wait_status(stack, child["id"], "completed")
+    [heard] = runs_of("on-handoff")
+    assert heard["input"] == {"from": "nova", "from_run_id": parent, "member": "casey", "run_id": child["id"],
+                              "message": "Please chase 2041"}
+
+    # What a worker killed right after the hand-off committed leaves behind: the step still
+    # `running` with its lease run out. The reconciler hands it to another worker.
+    async def crash_state() -> None:
+        from sqlalchemy import update
+
+        from storage.models import StepRun, WorkflowRun, utcnow
+
+        db = Database(stack.env["DATABASE_URL"])
+        try:
+            async with db.session() as session:
+                await session.execute(update(WorkflowRun).where(WorkflowRun.id == parent).values(status="running", finished_at=None))
+                await session.execute(update(StepRun).where(StepRun.run_id == parent).values(
+                    status="running", finished_at=None, lease_until=utcnow() - timedelta(seconds=1)))
+        finally:
+            await db.close()
+
+    asyncio.run(crash_state())
+    again = wait_status(stack, parent, "completed")
+    assert again["steps"][0]["attempts"] == 2, "the step really ran again"
+    assert again["steps"][0]["output"] == handed
+    assert len(runs_of("chase")) == 1 and len(runs_of("on-handoff")) == 1
