@@ -159,14 +159,9 @@ def _database(session: Any) -> str:
 # ---------------------------------------------------------------------------- starting runs
 
 
-async def start(rt: Runtime, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
+async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
     that schedule slot already has a run."""
-    assert rt.redis is not None
-    return await start_run(rt.db, rt.redis, workflow_name, trigger, run_input, slot)
-
-
-async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any], slot: int | None = None) -> str | None:
     async with db.session() as session:
         workflow = await store.by_name(session, workflow_name)
         if workflow is None:
