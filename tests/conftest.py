@@ -123,7 +123,23 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     name = f"teammates_test_{uuid.uuid4().hex[:10]}"
     asyncio.run(_postgres_admin(base, f'CREATE DATABASE "{name}"'))
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_postgres_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_drop_database(base, name))
+
+
+async def _drop_database(url: str, name: str) -> None:
+    """DROP ... WITH (FORCE) ends our own leftover connections, but it may not end an
+    autovacuum worker (a superuser's process) that has just started on the database: seen once
+    in CI as InsufficientPrivilegeError. That worker finishes in moments, so try again."""
+    import asyncpg
+
+    for attempt in range(20):
+        try:
+            await _postgres_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _postgres_admin(url: str, sql: str) -> None:
