@@ -532,7 +532,7 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
         row = (await store.steps(session, run_id)).get(path)
         if row is None or row.wake_at is None:
             return "nothing to wake"
-        due = row.wake_at if row.wake_at.tzinfo else row.wake_at.replace(tzinfo=UTC)
+        due = row.wake_at
         if due > datetime.now(UTC):
             # RQ's scheduler keeps whole seconds: a timer may fire a little early. Wait on.
             assert rt.redis is not None

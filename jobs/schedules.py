@@ -208,7 +208,7 @@ async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> 
         if slot_job_id(workflow.id, upcoming) not in already and ensure_slot(redis, workflow.id, upcoming):
             queued += 1
         missed = previous_slot(trigger.schedule, zone, now)
-        created = workflow.created_at if workflow.created_at.tzinfo else workflow.created_at.replace(tzinfo=UTC)
+        created = workflow.created_at
         if missed <= created or last_slots.get(workflow.id, 0) >= int(missed.timestamp()):
             continue
         if now - missed <= trigger.catch_up_window:

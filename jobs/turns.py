@@ -120,7 +120,7 @@ async def answer(rt: Runtime, inbound_id: int) -> str:
 def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
     if rt.redis is None:
         return
-    received = event.received_at if event.received_at.tzinfo else event.received_at.replace(tzinfo=UTC)
+    received = event.received_at
     try:
         capacity.observe_turn(rt.redis, (datetime.now(UTC) - received).total_seconds())
     except Exception:  # noqa: BLE001 - a metric never fails a turn

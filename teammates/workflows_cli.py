@@ -190,7 +190,7 @@ def _trigger_text(definition: WorkflowDefinition) -> str:
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value.isoformat()
 
 
 def _short(value: Any) -> str:
