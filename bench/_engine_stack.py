@@ -121,7 +121,7 @@ class EngineStack(Stack):
         return db
 
     def runtime(self, db: Database) -> Runtime:
-        """What `engine.decide` needs, built like tests/test_workflows.py `runtime()`."""
+        """What `jobs.runs.approvals.decide` needs, built like tests/test_workflows.py `runtime()`."""
         assert self.loaded is not None
         return Runtime(loaded=self.loaded, db=db, channels=lambda *_: None,  # type: ignore[arg-type,return-value]
                        redis=redis.Redis.from_url(self.redis_url))

@@ -7,7 +7,7 @@ same run: `--jobs` jobs of `os.getpid` drained by a plain `rq worker-pool` of 2 
 the builtin `current_time` tool, drained by `teammates worker --concurrency 2 --queues workflows`.
 
 Both sides are measured the same way: everything is queued first (jobs enqueued; runs created
-in-process with `engine.start_run`, which queues each run's first advance), then the workers
+in-process with `start_run`, which queues each run's first advance), then the workers
 start, and the clock runs from the first job a worker took (RQ's `started_at`) to the last
 completion (RQ's `ended_at` / the run's `finished_at`). Worker start-up and the producer are
 outside both windows; how fast `start_run` went is printed beside them. Plain RQ is measured
@@ -45,7 +45,8 @@ from rq import Queue, Worker
 from rq.job import Job
 from sqlalchemy import func, select
 
-from jobs import engine, queues
+from jobs import queues
+from jobs.runs.start import start_run
 from storage.db import Database
 from storage.models import WorkflowRun
 
@@ -81,7 +82,7 @@ async def start_runs(db: Database, conn: redis.Redis, count: int) -> float:
     """Start `count` runs one after the other, as the web process or a trigger would; seconds taken."""
     began = time.perf_counter()
     for _ in range(count):
-        await engine.start_run(db, conn, "noop-1", "manual", {})
+        await start_run(db, conn, "noop-1", "manual", {})
     return time.perf_counter() - began
 
 

@@ -5,11 +5,11 @@ holds no worker. The decision is a guarded UPDATE plus an `advance` job; that ad
 run and queues the next step, and the step job claims it. This measures that whole path with
 the product's own code: `--runs` runs of "approval (timeout 1h), then the builtin
 `current_time` tool" are started and left waiting on their approvals, then decided one by one
-with `engine.decide` in-process (a Runtime built like tests/test_workflows.py `runtime()`),
+with `decide` in-process (a Runtime built like tests/test_workflows.py `runtime()`),
 each after the previous run has completed, so no decision waits behind another's jobs.
 
 latency = the next step's `started_at` (written by the worker when it claims the step) minus
-the moment just before `engine.decide` was called; the table also splits off the `decide` call
+the moment just before `decide` was called; the table also splits off the `decide` call
 itself (its transaction and the enqueue), the part a Slack button handler would wait on.
 Workers: `teammates worker --concurrency 2 --queues workflows` (SimpleWorkers).
 
@@ -37,7 +37,9 @@ from _engine_stack import EngineStack, add_workflows, as_utc, poll, stats
 from _util import log, run_bench
 from sqlalchemy import func, select
 
-from jobs import engine, queues
+from jobs import queues
+from jobs.runs.approvals import Decision, decide
+from jobs.runs.start import start_run
 from jobs.runtime import Runtime
 from storage.db import Database
 from storage.models import Approval, StepRun, WorkflowRun
@@ -86,7 +88,7 @@ async def resumed(db: Database, run_id: str) -> tuple[datetime | None, str]:
 async def decide_one(rt: Runtime, approval_id: str, run_id: str) -> dict[str, Any]:
     """Decide, then wait (polling every 10 ms) for the run to complete; the timings."""
     before = datetime.now(UTC)
-    accepted = await engine.decide(rt, approval_id, engine.Decision("approved", by="bench"))
+    accepted = await decide(rt, approval_id, Decision("approved", by="bench"))
     after = datetime.now(UTC)
     deadline = time.monotonic() + STEP_WAIT_S
     started, status = None, "waiting"
@@ -103,7 +105,7 @@ async def decide_all(rt: Runtime) -> list[dict[str, Any]]:
 
 async def start_runs(db: Database, conn: redis.Redis, count: int) -> None:
     for _ in range(count):
-        await engine.start_run(db, conn, "approve-then-time", "manual", {})
+        await start_run(db, conn, "approve-then-time", "manual", {})
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"{result['runs']} runs (approval, then current_time), decided one by one; {result['workers']} SimpleWorkers, "
           f"{result['database']}")
     print(f"{'(ms)':<36} {'n':>5} {'min':>7} {'p50':>7} {'p95':>7} {'max':>7}")
-    for label, s in (("decision -> next step started", result["latency"]), ("the engine.decide call itself", result["decide_call"])):
+    for label, s in (("decision -> next step started", result["latency"]), ("the decide call itself", result["decide_call"])):
         print(f"{label:<36} {s['n']:>5} {s['min_ms']:>7.1f} {s['p50_ms']:>7.1f} {s['p95_ms']:>7.1f} {s['max_ms']:>7.1f}")
     p95 = result["latency"]["p95_ms"]
     print(f"p95 {p95:.1f} ms (target <= {TARGET_P95_MS:g} ms: {'met' if p95 <= TARGET_P95_MS else 'NOT met'}); "

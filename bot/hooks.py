@@ -13,7 +13,8 @@ import re
 
 from aiohttp import web
 
-from jobs import engine
+from jobs.runs.inputs import InputError
+from jobs.runs.start import start_run
 from jobs.workflows.definition import WebhookTrigger, WorkflowDefinition
 from storage import workflows as store
 
@@ -59,7 +60,7 @@ async def webhook(request: web.Request) -> web.Response:
     if not isinstance(payload, dict):
         return web.json_response({"error": "body must be a JSON object (the run's input)"}, status=400)
     try:
-        run_id = await engine.start_run(db, request.app[INBOX].redis, name, "webhook", payload)
-    except engine.InputError as exc:
+        run_id = await start_run(db, request.app[INBOX].redis, name, "webhook", payload)
+    except InputError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"run_id": run_id}, status=202)

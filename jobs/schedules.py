@@ -23,7 +23,10 @@ from redis import Redis
 from rq.exceptions import DuplicateJobError
 from rq.registry import ScheduledJobRegistry
 
-from jobs import engine, loop, queues
+from jobs import loop, queues
+from jobs.runs import queueing
+from jobs.runs.definitions import cached_version
+from jobs.runs.start import start_loaded
 from jobs.runtime import Runtime, current
 from jobs.workflows.definition import ScheduleTrigger
 from storage import activity, members
@@ -99,20 +102,20 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
             if wid not in loaded:
                 continue
             workflow, document = loaded[wid]
-            trigger = engine.cached_version(session, wid, workflow.active_version, document).trigger
+            trigger = cached_version(session, wid, workflow.active_version, document).trigger
             if not isinstance(trigger, ScheduleTrigger):
                 continue
             if wid == workflow_id:
                 own = (workflow, trigger)
             if busy.get(wid):
                 continue  # the overlap policy decides: its own job (this one, below, for this workflow)
-            run_id, to_queue = await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+            run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
             started[wid] = (run_id, to_queue, trigger)
     if own is None:
         return "not a scheduled workflow"
     # Ahead of the fire jobs still queued for this slot (each of those now ends at once): the
     # runs' first steps should not wait behind a thousand of them.
-    engine.enqueue_runs_steps(rt.redis, [(run_id, to_queue) for run_id, to_queue, _ in started.values()], at_front=True)
+    queueing.enqueue_runs_steps(rt.redis, [(run_id, to_queue) for run_id, to_queue, _ in started.values()], at_front=True)
     for wid, (_, _, trigger) in started.items():
         ensure_slot(rt.redis, wid, next_slot(trigger.schedule, trigger.zone(zone), slot))
     workflow, trigger = own
@@ -164,8 +167,8 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
         )
         return "queued behind the running run"
     async with db.session() as session:
-        run_id, to_queue = await engine.start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
-    engine.enqueue_steps(redis, run_id, to_queue)
+        run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+    queueing.enqueue_steps(redis, run_id, to_queue)
     return f"started {run_id}" if run_id else "slot already ran"
 
 
@@ -192,7 +195,7 @@ async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> 
         default_zone = (await members.workspace(session)).timezone
         plans = []
         for workflow, document in await store.active_definitions(session):
-            trigger = engine.cached_version(session, workflow.id, workflow.active_version, document).trigger
+            trigger = cached_version(session, workflow.id, workflow.active_version, document).trigger
             if isinstance(trigger, ScheduleTrigger):
                 plans.append((workflow, trigger))
         last_slots = await store.last_slots(session) if plans else {}

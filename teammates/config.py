@@ -132,6 +132,11 @@ class WorkersConfig(_Strict):
     channel_post_interval: float = Field(default=1.0, ge=0, description="s between workflow posts to one channel")
 
 
+class WorkflowsConfig(_Strict):
+    max_handoff_depth: int = Field(default=5, ge=1, description="a chain of handoffs/events deeper than this fails the step")
+    max_foreach_items: int = Field(default=1000, ge=1, description="a foreach over more items fails")
+
+
 class Config(_Strict):
     database_url: str = "sqlite:///teammates.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -143,6 +148,7 @@ class Config(_Strict):
     admins: list[str] = Field(default_factory=list)
     members: list[MemberConfig] = Field(default_factory=list)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
 
     def member(self, member_id: str) -> MemberConfig:
         for member in self.members:

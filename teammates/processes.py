@@ -19,9 +19,10 @@ from rq.worker_pool import WorkerPool
 
 from bot.inbox import Inbox
 from bot.server import SLACK_APPS, connect_socket_mode, create_app
-from jobs import engine, intake, queues, schedules
+from jobs import intake, queues, schedules
 from jobs import loop as job_loop
 from jobs import runtime as job_runtime
+from jobs.runs.reconcile import reconcile as reconcile_runs
 from jobs.runtime import Runtime
 from storage.db import Database
 from teammates.config import LoadedConfig
@@ -74,7 +75,7 @@ async def _reconcile_forever(rt: Runtime, every: float) -> None:
     while True:
         try:
             await schedules.reconcile(rt.db, rt.redis)
-            await engine.reconcile(rt)
+            await reconcile_runs(rt)
         except Exception:  # noqa: BLE001
             log.exception("reconcile failed")
         await asyncio.sleep(every)
@@ -143,9 +144,8 @@ def _preload() -> None:
     import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401
     import sqlalchemy.dialects.sqlite.aiosqlite  # noqa: F401
 
-    import jobs.engine  # noqa: F401
+    import jobs.runs.jobs  # noqa: F401
     import jobs.schedules  # noqa: F401
-    import jobs.steps  # noqa: F401
     import jobs.turns  # noqa: F401
 
     gc.collect()

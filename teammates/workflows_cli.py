@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs import engine, schedules
+from jobs import schedules
 from jobs.queues import redis_from_url
+from jobs.runs.inputs import InputError
+from jobs.runs.start import start_run
 from jobs.workflows.definition import (
     DefinitionError,
     ScheduleTrigger,
@@ -90,10 +92,10 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -
         values[key] = value
     async with _opened(loaded) as db:
         try:
-            run_id = await engine.start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
+            run_id = await start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
         except LookupError as exc:
             raise ConfigError(str(exc).strip("'\"")) from None
-        except engine.InputError as exc:
+        except InputError as exc:
             raise ConfigError(f"{name}: {exc}") from None
     say(str(run_id))
 

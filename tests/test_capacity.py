@@ -172,14 +172,14 @@ steps:
     assert stack.cli("workflow", "apply", "wf.yml").returncode == 0
     import asyncio
 
-    from jobs import engine
+    from jobs.runs.start import start_run
     from storage.db import Database
 
     async def start_all() -> None:  # six runs at the same moment
         db = Database(stack.env["DATABASE_URL"])
         connection = redis.Redis.from_url(stack.env["REDIS_URL"])
         try:
-            await asyncio.gather(*(engine.start_run(db, connection, "shout", "manual", {"n": str(i)}) for i in range(6)))
+            await asyncio.gather(*(start_run(db, connection, "shout", "manual", {"n": str(i)}) for i in range(6)))
         finally:
             await db.close()
 

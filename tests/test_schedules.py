@@ -190,7 +190,7 @@ def test_a_slot_that_comes_while_the_last_run_is_still_going_follows_the_overlap
     url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
 
     async def main() -> dict[str, tuple[str, list[str]]]:
-        from jobs import engine
+        from jobs.runs.start import start_run
         from jobs.runtime import Runtime
         from teammates.config import load
 
@@ -204,7 +204,7 @@ def test_a_slot_that_comes_while_the_last_run_is_still_going_follows_the_overlap
                     row, _, _ = await store.apply(session, as_document(load_definition(
                         f'name: o-{policy}\nmember: nova\ntrigger: {{schedule: "0 9 * * *", overlap: {policy}}}\n'
                         'steps: [{id: now, tool: current_time}]')))
-                await engine.start_run(db, connection, f"o-{policy}", "manual", {})  # still going: no worker runs it
+                await start_run(db, connection, f"o-{policy}", "manual", {})  # still going: no worker runs it
                 outcome = await schedules.fire(rt, row.id, 1_800_000_000)
                 async with db.session() as session:
                     outcomes[policy] = (outcome, sorted(r.status for r in await store.runs(session, row.id)))

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis as redis_lib
 
-from jobs import engine
+from jobs.runs import approvals
 from jobs.runtime import Runtime
 from storage.db import Database
 from teammates.config import load
@@ -65,7 +65,7 @@ def decide(stack: Stack, approval_id: str, decision: str, content: str | None = 
     async def go() -> bool:
         rt = runtime(stack)
         try:
-            return await engine.decide(rt, approval_id, engine.Decision(decision, by=ANA, content=content))
+            return await approvals.decide(rt, approval_id, approvals.Decision(decision, by=ANA, content=content))
         finally:
             await rt.db.close()
 

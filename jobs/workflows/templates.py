@@ -105,6 +105,10 @@ class SecretsView(Mapping[str, str]):
         """Values of the secrets read so far: what `redact` must remove from this run's text."""
         return [self._values[name] for name in sorted(self._used)]
 
+    def redact(self, text: str) -> str:
+        """`text` with every secret value (used or not) replaced by a marker."""
+        return redact(text, self._all_values())
+
     def _all_values(self) -> list[str]:
         # Error messages are redacted with every value, read or not: a failed lookup can echo
         # a value (`{{ x[secrets.TOKEN] }}`) before the read is what the run meant to do.

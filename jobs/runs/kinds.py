@@ -1,19 +1,12 @@
-"""Running one step of a run: the leaf step kinds, each a small function with its side effect
-at the edge.
+"""The leaf step kinds, each a small function with its side effect at the edge.
 
-`run_step` claims the step (a lease that a heartbeat renews while it runs), renders its
-templates, runs it under its timeout, and records the outcome: done, waiting (approval, wait),
-retrying (with backoff on RQ's scheduler), or failed and then `on_error`. Side effects carry
-an effect id derived from the run and the step path, recorded before they act."""
+Side effects carry an effect id derived from the run and the step path, recorded before they
+act: a retry finds the record and never repeats what landed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +17,10 @@ from agents.members import MemberProfile
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, run_turn
-from jobs import engine, pacing
+from jobs import pacing
+from jobs.runs import queueing
+from jobs.runs.settings import settings
+from jobs.runs.start import Started, publish_in, start_loaded
 from jobs.runtime import Runtime
 from jobs.workflows import templates
 from jobs.workflows.definition import (
@@ -41,7 +37,6 @@ from storage import activity, approvals, effects, members
 from storage import workflows as store
 from storage.models import utcnow
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Suspend:
@@ -55,113 +50,12 @@ class StepFailure(Exception):
     """The step failed in a way a retry cannot fix (bad template, unknown tool...)."""
 
 
-async def run_step(rt: Runtime, run_id: str, path: str) -> str:
-    lease = _lease(rt)
-    async with rt.db.session() as session:
-        run = await store.run(session, run_id)
-        if run is None or run.status in store.FINISHED_RUN:
-            return "run finished"
-        definition = await engine.load_version(session, run.workflow_id, run.version)
-        rows = await store.steps(session, run_id)
-        secrets = templates.SecretsView(await engine._secrets(rt, session))
-        plan = engine.Walk()
-        engine.walk(definition.steps, "", engine.run_context(run, secrets), rows, plan)
-        ctx = plan.contexts.get(path)
-        attempt = await store.claim_step(session, run_id, path, utcnow() + lease)
-    if attempt is None:
-        return "step taken or finished"
-    if ctx is None:
-        raise LookupError(f"step {path} is not open in run {run_id}")
-    step = engine.find_step(definition, path)
-    extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
-    outcome: Any
-    try:
-        async with _heartbeat(rt, run_id, path, lease):
-            limit = step.timeout_delta
-            work = _execute(rt, definition, run_id, path, step, ctx, attempt)
-            outcome = await (asyncio.wait_for(work, limit.total_seconds()) if limit else work)
-    except (templates.TemplateError, StepFailure) as exc:
-        return await _failed(rt, definition, run_id, path, step, _redact(str(exc), secrets), attempt, retryable=False)
-    except TimeoutError:
-        return await _failed(rt, definition, run_id, path, step, f"timed out after {step.timeout}", attempt, retryable=True)
-    except Exception as exc:  # noqa: BLE001 - any failure of a step follows its retry/on_error
-        log.warning("step %s failed: %s", path, exc, extra=extra)
-        return await _failed(rt, definition, run_id, path, step, _redact(f"{type(exc).__name__}: {exc}", secrets), attempt, retryable=True)
-    assert rt.redis is not None
-    if isinstance(outcome, Suspend):
-        async with rt.db.session() as session:
-            await store.update_step(session, run_id, path, where_status=("running",), status="waiting",
-                                    wake_at=outcome.wake_at, lease_until=None,
-                                    input={"approval_id": outcome.approval_id} if outcome.approval_id else None)
-            _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt))
-        if outcome.wake_at is not None:
-            engine.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
-        engine.enqueue_steps(rt.redis, run_id, to_queue)
-        return "waiting"
-    output = templates.redact_value(outcome, secrets.used_values())
-    async with rt.db.session() as session:
-        done = await store.update_step(session, run_id, path, where_status=("running",), status="done",
-                                       output=engine._jsonable(output), finished_at=utcnow(), lease_until=None, error=None)
-        feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
-                               action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
-                               entity_id=path, run_id=run_id)] if done else []
-        # The next advance runs in this transaction (no extra job per step), and writes `feed`.
-        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt), feed)
-    engine.enqueue_steps(rt.redis, run_id, to_queue)
-    return "done"
+def effect_id(run_id: str, path: str) -> str:
+    return f"wf-{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
 
-async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, error: str, attempt: int, *, retryable: bool) -> str:
-    """Retry with backoff while attempts remain; then follow `on_error`."""
-    assert rt.redis is not None
-    policy = step.retry
-    if retryable and policy is not None and attempt <= policy.max:
-        wake_at = utcnow() + policy.delay(attempt)
-        async with rt.db.session() as session:
-            await store.update_step(session, run_id, path, where_status=("running",), status="retrying", error=error,
-                                    wake_at=wake_at, lease_until=None)
-        engine.schedule_wake(rt.redis, run_id, path, wake_at)
-        return f"retrying at {wake_at:%H:%M:%S}"
-    status = "skipped" if step.on_error == "skip" else "failed"
-    async with rt.db.session() as session:
-        await store.update_step(session, run_id, path, where_status=("running",), status=status, error=error,
-                                finished_at=utcnow(), lease_until=None)
-        feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
-                               action="step_failed", description=f"{definition.name}: {path} failed: {error}",
-                               entity_type="step", entity_id=path, run_id=run_id)]
-        _, to_queue = await engine.advance_in(session, run_id, rt.loaded.config.secrets_key, engine._grace(rt), feed)
-    engine.enqueue_steps(rt.redis, run_id, to_queue)
-    return f"{status}: {error}"
-
-
-@contextlib.asynccontextmanager
-async def _heartbeat(rt: Runtime, run_id: str, path: str, lease: timedelta) -> AsyncIterator[None]:
-    """Keep the lease while the step runs; a killed worker stops renewing it."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(lease.total_seconds() / 3)
-            async with rt.db.session() as session:
-                await store.update_step(session, run_id, path, where_status=("running",), lease_until=utcnow() + lease)
-
-    task = asyncio.create_task(renew())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-
-def _lease(rt: Runtime) -> timedelta:
-    return timedelta(seconds=rt.loaded.config.workers.step_lease)
-
-
-def _redact(text: str, secrets: templates.SecretsView) -> str:
-    return templates.redact(text, secrets._all_values())
-
-
-async def _execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, ctx: dict[str, Any], attempt: int) -> Any:
+async def execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, ctx: dict[str, Any], attempt: int) -> Any:
+    """Run one leaf step: its output, or `Suspend` for a step that waits."""
     render = _renderer(step, ctx)
     if isinstance(step, PostStep):
         return await _post(rt, definition, run_id, path, render(step.post.channel, "post.channel"),
@@ -188,10 +82,6 @@ def _renderer(step: Step, ctx: dict[str, Any]) -> Any:
         return templates.render(value, ctx, step=step.id, key=key)
 
     return render
-
-
-def effect_id(run_id: str, path: str) -> str:
-    return f"wf-{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
 
 async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, channel_id: Any, text: Any, thread_ts: Any, platform: str | None) -> dict[str, Any]:
@@ -310,29 +200,30 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
     key = effect_id(run_id, path).replace("wf-", "ho-")
     child_input = render(handoff.input or {}, "handoff.input") if handoff.workflow else None
     message = render(handoff.message, "handoff.message") if handoff.message else None
+    config = settings(rt)
     async with rt.db.session() as session:
         record = await effects.begin(session, key, "handoff")
         if record.status == "done":
             return dict(record.result)
         result: dict[str, Any] = {"member": handoff.member}
-        started: list[tuple[str | None, list[Any]]] = []
+        started: Started = []
         if handoff.workflow:
             workflow = await store.by_name(session, handoff.workflow)
             if workflow is None:
                 raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
-            child, first_steps = await engine.start_loaded(session, workflow, "handoff", child_input or {})
+            child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config)
             result["run_id"] = child
             started.append((child, first_steps))
         if message is not None:
             result["message"] = message
         event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
-        started += await engine.publish_in(session, "member.handoff", handoff.member, event)
+        started += await publish_in(session, "member.handoff", handoff.member, event, config)
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                               action="handoff", description=f"{definition.name}: handed off to {handoff.member}",
                               entity_type="member", entity_id=handoff.member, run_id=run_id, details=result)
         await effects.finish(session, key, result)
     assert rt.redis is not None
-    engine.enqueue_runs_steps(rt.redis, started)
+    queueing.enqueue_runs_steps(rt.redis, started)
     return result
 
 

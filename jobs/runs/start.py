@@ -1,0 +1,95 @@
+"""Starting runs: from a trigger, a platform event or a handoff.
+
+A run is created with its first advance in one transaction, so its first steps are queued
+with it (no extra job) and a run with no step rows never exists once its start commits."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+
+from jobs.runs import queueing
+from jobs.runs.advance import Queued, advance_run
+from jobs.runs.definitions import cached_version, load_version, uses_secrets
+from jobs.runs.inputs import InputError, resolve_inputs
+from jobs.runs.settings import RunSettings
+from jobs.workflows import templates
+from jobs.workflows.definition import EventTrigger
+from storage import activity
+from storage import workflows as store
+from storage.db import Database
+from storage.models import WorkflowRun
+
+log = logging.getLogger(__name__)
+
+Started = list[tuple[str | None, Queued]]
+
+
+async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any],
+                    slot: int | None = None, settings: RunSettings | None = None) -> str | None:
+    """Create a run of the workflow's active version and queue its first steps; None when
+    that schedule slot already has a run."""
+    async with db.session() as session:
+        workflow = await store.by_name(session, workflow_name)
+        if workflow is None:
+            raise LookupError(f"no workflow named {workflow_name!r}")
+        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings)
+    queueing.enqueue_steps(redis, run_id, to_queue)
+    return run_id
+
+
+async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None,
+                       settings: RunSettings | None = None) -> tuple[str | None, Queued]:
+    """Create a run of an already loaded workflow inside `session`'s transaction. Its first
+    advance runs right here, so the first steps are queued with the run (no extra job);
+    the caller enqueues the returned steps once the transaction has committed."""
+    settings = settings or RunSettings()
+    definition = await load_version(session, workflow.id, workflow.active_version)
+    values = resolve_inputs(definition, run_input)
+    run_id = await store.create_run(session, workflow, trigger, values, slot)
+    if run_id is None:
+        return None, []
+    feed = [activity.entry(
+        member_id=workflow.member_id, actor_type="member", actor_id=workflow.member_id, action="run_started",
+        description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
+        entity_id=workflow.name, run_id=run_id,
+    )]
+    if uses_secrets(definition):
+        await activity.record_many(session, feed)
+        return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
+    # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
+    fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values)
+    _, to_queue = await advance_run(session, fresh, definition, {}, templates.SecretsView({}), settings, feed)
+    await activity.record_many(session, feed)
+    return run_id, to_queue
+
+
+async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any],
+                  settings: RunSettings | None = None) -> list[str]:
+    """A platform event (`approval.decided`, `member.handoff`): start every active workflow
+    whose event trigger listens for it. Returns the ids of the runs started."""
+    async with db.session() as session:
+        started = await publish_in(session, name, member, payload, settings)
+    queueing.enqueue_runs_steps(redis, started)
+    return [run_id for run_id, _ in started if run_id]
+
+
+async def publish_in(session: Any, name: str, member: str | None, payload: dict[str, Any],
+                     settings: RunSettings | None = None) -> Started:
+    """`publish` inside the caller's transaction, so that the runs an event starts commit with
+    whatever caused it (a handoff step's record): the caller enqueues the returned steps."""
+    started: Started = []
+    for workflow, document in await store.active_definitions(session):
+        definition = cached_version(session, workflow.id, workflow.active_version, document)
+        trigger = definition.trigger
+        if not (isinstance(trigger, EventTrigger) and trigger.event.name == name and trigger.event.member in (None, member)):
+            continue
+        declared = {i.name for i in definition.inputs}
+        try:
+            started.append(await start_loaded(session, workflow, "event",
+                                              {k: v for k, v in payload.items() if not declared or k in declared}, settings=settings))
+        except InputError as exc:  # raised before anything is written for this workflow
+            log.warning("event %s not delivered to %s: %s", name, workflow.name, exc, extra={"workflow": workflow.name})
+    return started
