@@ -9,13 +9,14 @@ import asyncio
 import logging
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import ops
 from bot.hooks import webhook
 from bot.inbox import Inbox
 from bot.metrics import CapacityCollector
@@ -88,8 +89,7 @@ def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Applicat
     app[METRICS] = registry
     app.router.add_post("/slack/{member}/events", slack_events)
     app.router.add_post("/hooks/{workflow}", webhook)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    ops.add_routes(app, db, loaded.config.redis_url, registry, loaded.config.server.metrics)  # /healthz; /metrics with its token
     return app
 
 
@@ -100,28 +100,6 @@ async def slack_events(request: web.Request) -> web.Response:
         return web.json_response({"error": f"no member {member!r} is served on Slack here"}, status=404)
     bolt_response = await bolt_app.async_dispatch(await to_bolt_request(request))
     return await to_aiohttp_response(bolt_response)
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """200 when the database and Redis answer; 503 naming the one that does not."""
-    problems = {}
-    try:
-        await asyncio.wait_for(request.app[DATABASE].ping(), timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        problems["database"] = type(exc).__name__
-    try:
-        await asyncio.wait_for(asyncio.to_thread(request.app[INBOX].redis.ping), timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        problems["redis"] = type(exc).__name__
-    if problems:
-        return web.json_response({"status": "unavailable", "failing": problems}, status=503)
-    return web.json_response({"status": "ok"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[METRICS]
-    body = await asyncio.to_thread(generate_latest, registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _ProcessMetrics(Collector):

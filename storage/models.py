@@ -326,3 +326,15 @@ class Secret(Base):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """A webhook delivery id already turned into a run. The primary key makes one delivery
+    start one run: the row is written in the transaction that creates the run, so a sender's
+    retry (or a replay) finds it and gets the first run's id back."""
+
+    __tablename__ = "webhook_deliveries"
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.channel import web_client
@@ -50,11 +52,61 @@ async def check(loaded: LoadedConfig, say: Callable[[str], None]) -> bool:
         try:
             auth = await client.auth_test()
             say(f"member {member.id}: slack ok (bot <@{auth.get('user_id')}> in team {auth.get('team')})")
-        except SlackApiError as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
             ok = False
-            code = str(exc.response.get("error"))
-            say(f"member {member.id}: slack FAILED: {code}: {_HINTS.get(code, 'Slack refused auth.test')}")
-        except Exception as exc:  # noqa: BLE001
-            ok = False
-            say(f"member {member.id}: slack FAILED: cannot reach {config.slack.api_url} ({type(exc).__name__})")
-    return ok
+            say(f"member {member.id}: slack FAILED: {_slack_failure(exc, config.slack.api_url)}")
+    return await _check_llm(loaded, say) and ok
+
+
+def _slack_failure(exc: BaseException, api_url: str) -> str:
+    """What went wrong with `auth.test`, for a person: Slack's error code with a hint, or what
+    came back instead of Slack's JSON (a proxy's error page, a wrong `slack.api_url`)."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        data = getattr(response, "data", None)
+        if isinstance(data, dict) and data.get("error"):
+            code = str(data["error"])
+            return f"{code}: {_HINTS.get(code, 'Slack refused auth.test')}"
+        # slack_sdk hands over the raw HTTP response when the body was not JSON at all.
+        status = getattr(response, "status_code", None) or getattr(response, "status", None)
+        return f"{api_url} answered HTTP {status} without Slack's JSON (is slack.api_url right, or a proxy in the way?)"
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        return f"cannot reach {api_url} ({type(exc).__name__})"
+    return f"{api_url} gave an answer that is not Slack's ({type(exc).__name__}; is slack.api_url right?)"
+
+
+async def _check_llm(loaded: LoadedConfig, say: Callable[[str], None]) -> bool:
+    """Ask the models API for the configured model: proves the key is accepted (and the model
+    known) without spending tokens. The key itself is never printed."""
+    import anthropic
+
+    model = loaded.config.llm.model
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        say("LLM: FAILED: ANTHROPIC_API_KEY is not set")
+        return False
+    client = anthropic.AsyncAnthropic(timeout=min(loaded.config.llm.timeout, 15.0), max_retries=1)
+    where = str(client.base_url).rstrip("/")
+    try:
+        await client.models.retrieve(model)
+    except anthropic.AuthenticationError:
+        say(f"LLM: FAILED: the key was rejected by {where} (check ANTHROPIC_API_KEY)")
+        return False
+    except anthropic.PermissionDeniedError:
+        say(f"LLM: FAILED: the key is not allowed to use {where} (permission denied)")
+        return False
+    except anthropic.NotFoundError:
+        say(f"LLM: FAILED: key accepted, but model {model!r} is unknown at {where} (llm.model or TEAMMATES_MODEL)")
+        return False
+    except anthropic.APIStatusError as exc:
+        say(f"LLM: FAILED: {where} answered HTTP {exc.status_code}")
+        return False
+    except anthropic.APIConnectionError as exc:
+        say(f"LLM: FAILED: cannot reach {where} ({type(exc).__name__})")
+        return False
+    except Exception as exc:  # noqa: BLE001 - an answer the SDK could not read
+        say(f"LLM: FAILED: {where} gave an unexpected answer ({type(exc).__name__})")
+        return False
+    finally:
+        await client.close()
+    say(f"LLM: key accepted (model {model} at {where})")
+    return True

@@ -137,6 +137,21 @@ class WorkflowsConfig(_Strict):
     max_foreach_items: int = Field(default=1000, ge=1, description="a foreach over more items fails")
 
 
+class MetricsConfig(_Strict):
+    """Where `/metrics` is served. It tells queue depths, member names and traffic, so it is
+    never open on the public port: it has its own listener on `bind`:`port` (loopback by
+    default; `bind: null` turns it off), and the main port answers it only with
+    `Authorization: Bearer <token>` (404 when no token is set)."""
+
+    bind: str | None = "127.0.0.1"
+    port: int = Field(default=9464, ge=1, le=65535)
+    token: str | None = None
+
+
+class ServerConfig(_Strict):
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+
 class Config(_Strict):
     database_url: str = "sqlite:///teammates.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -149,6 +164,7 @@ class Config(_Strict):
     members: list[MemberConfig] = Field(default_factory=list)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     def member(self, member_id: str) -> MemberConfig:
         for member in self.members:

@@ -17,8 +17,9 @@ from aiohttp import web
 from rq import SimpleWorker
 from rq.worker_pool import WorkerPool
 
+from bot import ops
 from bot.inbox import Inbox
-from bot.server import SLACK_APPS, connect_socket_mode, create_app
+from bot.server import METRICS, SLACK_APPS, connect_socket_mode, create_app
 from jobs import intake, queues, schedules
 from jobs import loop as job_loop
 from jobs import runtime as job_runtime
@@ -46,6 +47,7 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
+    metrics_runner = await ops.start_metrics_listener(config.server.metrics, app[METRICS])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,6 +66,8 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     for handler in socket_handlers:
         await handler.close_async()
     await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await db.close()
 
 

@@ -41,6 +41,7 @@ CONFIG = """\
 workspace: {name: Acme BV, locale: en-GB, timezone: Europe/Amsterdam, currency: EUR}
 llm: {model: claude-test-model, timeout: 5, max_retries: 1, max_iterations: 4}
 workers: {step_lease: 3, reconcile_every: 1, channel_post_interval: 0}
+server: {metrics: {port: "${TEAMMATES_METRICS_PORT}", token: "${TEAMMATES_METRICS_TOKEN}"}}
 people:
   - {id: ana, name: Ana, slack: U0ANA00001, email: ana@acme.test}
 admins: [ana]
@@ -188,6 +189,12 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def scrape(self) -> str:
+        """The web process's /metrics, read where an operator's Prometheus would: its own
+        loopback listener (`server.metrics.port`)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.env['TEAMMATES_METRICS_PORT']}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
     def cli(self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "teammates", *args],
@@ -267,6 +274,8 @@ def stack(tmp_path: Path, database_url: str, redis_url: str, slack: FakeSlack, l
             "NOVA_SLACK_SIGNING_SECRET": NOVA["secret"],
             "CASEY_SLACK_BOT_TOKEN": CASEY["token"],
             "CASEY_SLACK_SIGNING_SECRET": CASEY["secret"],
+            "TEAMMATES_METRICS_PORT": str(free_port()),
+            "TEAMMATES_METRICS_TOKEN": "metrics-test-token",
         }
     )
     s = Stack(workdir=tmp_path, env=env, port=free_port(), slack=slack, llm=llm)

@@ -130,18 +130,13 @@ def _healthy(port: int) -> bool:
 
 def test_capacity_is_visible_in_metrics_and_status(stack: Stack) -> None:
     import json as _json
-    import urllib.request
 
     stack.llm.set_responder(echo())
     stack.up(workers=2)
     stack.driver().dm(ANA, "hello", channel=NOVA_DM)
     stack.slack.wait_for_posts(1, token=NOVA["token"])
-    def scrape() -> str:
-        with urllib.request.urlopen(stack.url + "/metrics") as response:
-            return response.read().decode()
-
     def settled() -> str | None:
-        text = scrape()
+        text = stack.scrape()
         return text if 'teammates_workers{state="idle"} 2.0' in text and "turn_latency_seconds_count 1.0" in text else None
 
     text = wait_until(settled, what="both workers idle and the turn counted")

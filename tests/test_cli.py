@@ -45,6 +45,30 @@ def test_check_names_the_member_whose_token_is_wrong(stack: Stack) -> None:
     assert "member casey: slack FAILED: invalid_auth: the bot token was rejected" in out
 
 
+def test_check_reports_a_non_json_slack_answer_per_member_and_the_llm_key(stack: Stack) -> None:
+    stack.slack.fail_next("auth.test", status=502, body="<html><body>502 Bad Gateway</body></html>")
+    result = stack.cli("check")
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    failed = [line for line in result.stdout.splitlines() if "slack FAILED" in line]
+    assert len(failed) == 1 and "answered HTTP 502 without Slack's JSON" in failed[0], result.stdout
+    assert sum("slack ok" in line for line in result.stdout.splitlines()) == 1
+    assert "LLM: key accepted (model claude-test-model" in result.stdout
+    assert [r["path"] for r in stack.llm.requests] == ["/v1/models/claude-test-model"]
+    sent = stack.llm.requests[0]["headers"]
+    assert "sk-ant-test-key" in (sent.get("x-api-key") or sent.get("authorization", ""))
+
+
+def test_check_says_when_the_llm_key_is_rejected(stack: Stack) -> None:
+    stack.llm.set_api_keys({"sk-ant-the-real-key"})
+    result = stack.cli("check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "LLM: FAILED: the key was rejected by " in result.stdout
+    assert "sk-ant-test-key" not in result.stdout + result.stderr
+    assert "member nova: slack ok" in result.stdout  # the rest is still checked
+    unset = stack.cli("check", env={"ANTHROPIC_API_KEY": ""})
+    assert unset.returncode == 1 and "LLM: FAILED: ANTHROPIC_API_KEY is not set" in unset.stdout
+
+
 def test_a_member_without_slack_credentials_is_not_connected_but_not_an_error(stack: Stack) -> None:
     env = {k: v for k, v in stack.env.items() if not k.startswith("CASEY_")}
     stack.env = env

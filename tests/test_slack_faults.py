@@ -116,10 +116,14 @@ def test_slack_rate_limit_on_the_reply_delays_but_never_drops_it(stack: Stack) -
 def test_health_and_metrics(stack: Stack) -> None:
     stack.start_web()
     with urllib.request.urlopen(stack.url + "/healthz") as response:
-        assert json.loads(response.read()) == {"status": "ok"}
+        assert json.loads(response.read()) == {"status": "ok", "database": "ok", "redis": "ok"}
     stack.driver().dm(ANA, "count me", channel=NOVA_DM)
-    with urllib.request.urlopen(stack.url + "/metrics") as response:
-        assert 'teammates_inbound_total{member="nova",outcome="queued",platform="slack"} 1.0' in response.read().decode()
+    assert 'teammates_inbound_total{member="nova",outcome="queued",platform="slack"} 1.0' in stack.scrape()
+    # On the public port, only with the bearer token.
+    assert _get(stack.url + "/metrics")[0] == 401
+    assert _get(stack.url + "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
+    status, text = _get(stack.url + "/metrics", {"Authorization": "Bearer metrics-test-token"})
+    assert status == 200 and "teammates_inbound_total" in text
     try:
         urllib.request.urlopen(urllib.request.Request(stack.url + "/slack/nobody/events", data=b"{}"))
         raise AssertionError("expected 404")
@@ -131,10 +135,45 @@ def test_health_names_redis_when_it_is_down(stack: Stack) -> None:
     stack.env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     stack.start("web", "serve", "--host", "127.0.0.1", "--port", str(stack.port))
     body = wait_until(lambda: _health(stack.url), timeout=30, what="healthz to answer")
-    assert body == (503, {"status": "unavailable", "failing": {"redis": "ConnectionError"}})
+    assert body == (503, {"status": "unavailable", "database": "ok", "redis": "unreachable"})
     # A message that cannot be queued is refused with 5xx, so Slack delivers it again later.
     status, _, _ = stack.driver().dm(ANA, "hello?", channel=NOVA_DM)
     assert status >= 500
+
+
+def test_metrics_without_a_token_are_not_on_the_public_port(stack: Stack) -> None:
+    config = stack.workdir / "teammates.yml"
+    config.write_text(config.read_text().replace(', token: "${TEAMMATES_METRICS_TOKEN}"', ""))
+    stack.start_web()
+    assert _get(stack.url + "/metrics", {"Authorization": "Bearer metrics-test-token"})[0] == 404
+    assert "teammates_queue_depth" in stack.scrape()
+
+
+def test_health_answers_within_two_seconds_when_redis_hangs(stack: Stack) -> None:
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts connections (the kernel does) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    try:
+        stack.env["REDIS_URL"] = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        stack.start("web", "serve", "--host", "127.0.0.1", "--port", str(stack.port))
+        wait_until(lambda: _health(stack.url), timeout=30, what="healthz to answer")
+        began = time.monotonic()
+        body = _health(stack.url)
+        assert time.monotonic() - began < 2.8
+        assert body == (503, {"status": "unavailable", "database": "ok", "redis": "timeout"})
+    finally:
+        silent.close()
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def _health(url: str) -> tuple[int, dict] | None:

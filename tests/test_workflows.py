@@ -242,12 +242,14 @@ steps:
     post: {channel: C0GENERAL1, text: "New lead: {{ inputs.who }}"}
 """)
     body = json.dumps({"who": "Acme"}).encode()
-    signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers={"X-Teammates-Signature": signature})
+    timestamp = str(int(time.time()))
+    signature = "v1=" + hmac.new(b"s3cret", f"v1:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"X-Teammates-Timestamp": timestamp, "X-Teammates-Delivery": "d-1", "X-Teammates-Signature": signature}
+    request = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers=headers)
     with urllib.request.urlopen(request) as response:
         assert response.status == 202
         run_id = json.loads(response.read())["run_id"]
-    bad = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers={"X-Teammates-Signature": "sha256=00"})
+    bad = urllib.request.Request(f"{stack.url}/hooks/intake", data=body, headers={**headers, "X-Teammates-Signature": "v1=00"})
     try:
         urllib.request.urlopen(bad)
         raise AssertionError("expected 401")

@@ -330,7 +330,7 @@ class ManualTrigger(_Strict):
 class WebhookOptions(_Strict):
     secret: str = Field(
         min_length=1,
-        description="HMAC-SHA256 key for X-Teammates-Signature; usually \"${VAR}\"",
+        description="HMAC-SHA256 key for X-Teammates-Signature (v1); usually \"${VAR}\"",
     )
 
 

@@ -253,6 +253,7 @@ class FakeAnthropic:
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self.base_url: str = ""
+        self._api_keys: set[str] | None = None  # None: any key is accepted
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +307,8 @@ class FakeAnthropic:
         app.router.add_get("/healthz", self._handle_health)
         app.router.add_post("/v1/messages", self._handle_messages)
         app.router.add_post("/v1/messages/count_tokens", self._handle_count_tokens)
+        app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_get("/v1/models/{model_id}", self._handle_model)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -337,6 +340,11 @@ class FakeAnthropic:
         """
         with self._lock:
             self._responder = fn
+
+    def set_api_keys(self, keys: set[str] | None) -> None:
+        """Accept only these API keys (401 authentication_error for any other); None: any."""
+        with self._lock:
+            self._api_keys = None if keys is None else set(keys)
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -487,9 +495,37 @@ class FakeAnthropic:
 
     def _authorized(self, request: web.Request) -> bool:
         auth = request.headers.get("authorization", "")
-        return bool(request.headers.get("x-api-key")) or (
-            auth.lower().startswith("bearer ") and bool(auth[7:].strip())
+        key = request.headers.get("x-api-key") or (
+            auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         )
+        with self._lock:
+            allowed = self._api_keys
+        return bool(key) and (allowed is None or key in allowed)
+
+    # The models API (GET /v1/models, /v1/models/{id}): every model id starting with
+    # "claude-" exists here, so a configured test model is always found.
+    @staticmethod
+    def _model(model_id: str) -> dict[str, Any]:
+        return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "2025-01-01T00:00:00Z"}
+
+    async def _handle_models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            self._record(request, None, 401)
+            return self._error(401, "invalid x-api-key")
+        self._record(request, None, 200)
+        data = [self._model("claude-test-model")]
+        return web.json_response({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+
+    async def _handle_model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if not self._authorized(request):
+            self._record(request, None, 401)
+            return self._error(401, "invalid x-api-key")
+        if not model_id.startswith("claude-"):
+            self._record(request, None, 404)
+            return self._error(404, f"model: {model_id}")
+        self._record(request, None, 200)
+        return web.json_response(self._model(model_id))
 
     async def _read_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
         """Parse JSON and check auth; on failure record the request and return the error."""
@@ -501,7 +537,7 @@ class FakeAnthropic:
             return None, self._error(400, "There was an error parsing the body of your request")
         if not self._authorized(request):
             self._record(request, body, 401)
-            return body, self._error(401, "x-api-key header or Authorization: Bearer is required")
+            return body, self._error(401, "invalid x-api-key")
         return body, None
 
     async def _handle_count_tokens(self, request: web.Request) -> web.Response:

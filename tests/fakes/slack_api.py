@@ -120,6 +120,10 @@ class _Failure:
     status: int
     error: str | None
     retry_after: int | None
+    body: str | None = None  # sent as-is instead of Slack's JSON (a proxy's error page)
+
+
+_RAW = "\x00raw_body"  # payload key carrying a _Failure.body through _process to _handle
 
 
 def _truthy(value: Any) -> bool:
@@ -476,12 +480,14 @@ class FakeSlack:
         error: str | None = None,
         retry_after: int | None = None,
         times: int = 1,
+        body: str | None = None,
     ) -> None:
-        """Make the next `times` calls of `method` fail (429+Retry-After, 5xx, or ok:false)."""
+        """Make the next `times` calls of `method` fail (429+Retry-After, 5xx, or ok:false).
+        `body`: answer with this text instead of JSON (as a proxy or captive portal would)."""
         with self._lock:
             queue = self._failures.setdefault(method, deque())
             for _ in range(times):
-                queue.append(_Failure(status, error, retry_after))
+                queue.append(_Failure(status, error, retry_after, body))
 
     # ------------------------------------------------------------------ inspection
 
@@ -792,6 +798,8 @@ class FakeSlack:
         delay = self._delay
         if delay:
             await asyncio.sleep(delay)
+        if _RAW in payload:
+            return web.Response(text=payload[_RAW], status=status, headers=headers, content_type="application/json")
         return web.json_response(payload, status=status, headers=headers)
 
     def _process(
@@ -832,6 +840,8 @@ class FakeSlack:
                     fail.retry_after if fail.retry_after is not None else 1
                 )
             default = "ratelimited" if fail.status == 429 else "internal_error"
+            if fail.body is not None:
+                return fail.status, headers, {"ok": False, "error": "non_json_body", _RAW: fail.body}
             return fail.status, headers, {"ok": False, "error": fail.error or default}
         if method == "apps.connections.open":
             if not token:
