@@ -248,3 +248,30 @@ async def _inbound_rows(url: str) -> list[tuple[int, str]]:
             return [(r.id, r.status) for r in (await session.execute(select(InboundEvent))).scalars()]
     finally:
         await db.close()
+
+
+def test_a_message_that_cannot_be_recorded_still_gets_a_5xx_so_slack_delivers_it_again(stack: Stack) -> None:
+    """The one 5xx intake keeps: the durable hand-off failed, so Slack must retry."""
+    stack.start_web()
+    driver = stack.driver("nova")
+    url = stack.env["DATABASE_URL"]
+    asyncio.run(_execute(url, "ALTER TABLE inbound_events RENAME TO inbound_events_away"))
+    status, event_id, ts = driver.dm(ANA, "please record me", channel=NOVA_DM)
+    assert status >= 500
+    asyncio.run(_execute(url, "ALTER TABLE inbound_events_away RENAME TO inbound_events"))
+    event = {"type": "message", "user": ANA, "text": "please record me", "channel": NOVA_DM, "channel_type": "im", "ts": ts, "event_ts": ts}
+    statuses = [driver.send_event(event, event_id=event_id, retry_num=n)[0] for n in (1, 2, 3)]
+    assert statuses[-1] == 200 and all(s == 200 or s >= 500 for s in statuses), statuses
+    assert len(asyncio.run(_inbound_rows(url))) == 1
+
+
+async def _execute(url: str, sql: str) -> None:
+    from sqlalchemy import text
+
+    db = Database(url)
+    try:
+        async with db.session() as session:
+            await session.execute(text(sql))
+            await session.commit()
+    finally:
+        await db.close()
