@@ -20,6 +20,7 @@ from bot import ops
 from bot.hooks import webhook
 from bot.inbox import Inbox
 from bot.metrics import CapacityCollector
+from bot.slack import envelope
 from bot.slack.apps import member_app
 from storage.db import Database
 from teammates.config import LoadedConfig
@@ -27,6 +28,7 @@ from teammates.config import LoadedConfig
 log = logging.getLogger(__name__)
 
 SLACK_APPS = web.AppKey("slack_apps", dict[str, AsyncApp])
+SLACK_SECRETS = web.AppKey("slack_secrets", dict[str, str])
 DATABASE = web.AppKey("database", Database)
 INBOX = web.AppKey("inbox", Inbox)
 METRICS = web.AppKey("metrics", CollectorRegistry)
@@ -81,6 +83,7 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Application:
     app = web.Application(client_max_size=1024**2)
     app[SLACK_APPS] = slack_apps(loaded, inbox)
+    app[SLACK_SECRETS] = {m.id: m.slack.signing_secret for m in loaded.config.members if m.id in app[SLACK_APPS] and m.slack and m.slack.signing_secret}
     app[DATABASE] = db
     app[INBOX] = inbox
     registry = CollectorRegistry()
@@ -98,6 +101,11 @@ async def slack_events(request: web.Request) -> web.Response:
     bolt_app = request.app[SLACK_APPS].get(member)
     if bolt_app is None:
         return web.json_response({"error": f"no member {member!r} is served on Slack here"}, status=404)
+    # Signature, then the envelope's shape, before Bolt parses anything: a malformed payload
+    # gets a 4xx here, so a 5xx from Bolt means only that the hand-off failed (Slack retries).
+    rejection = envelope.screen(await request.read(), request.headers, request.app[SLACK_SECRETS][member])
+    if rejection is not None:
+        return web.json_response({"error": rejection.reason}, status=rejection.status)
     bolt_response = await bolt_app.async_dispatch(await to_bolt_request(request))
     return await to_aiohttp_response(bolt_response)
 

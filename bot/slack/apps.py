@@ -35,12 +35,12 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
 
     async def on_retry(ack: Any, body: dict[str, Any]) -> None:
         action = (body.get("actions") or [{}])[0]
-        try:
-            inbound_id = int(action.get("value", ""))
-        except ValueError:
+        value = action.get("value")
+        # Our own button carries an inbound row id; anything else is not a click to act on.
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
             await ack()
             return
-        await inbox.retry(inbound_id)
+        await inbox.retry(int(value))
         await ack()
 
     app.event("message")(on_message)

@@ -6,6 +6,7 @@ retried by slack-sdk's own retry handlers, never dropped."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,15 @@ from agents.messages import Button, UserInfo
 
 EFFECT_EVENT = "teammates_effect"
 WORKING_REACTION = "eyes"
+
+# How far `find_effect` looks back for a post that may have landed before a crash. A job is
+# retried within minutes of the crash, so a few hundred messages cover any channel a member
+# works in; the page and time bounds keep a Tier 1 app (one page a minute) inside a turn's
+# job timeout.
+FIND_EFFECT_MAX_MESSAGES = 300
+FIND_EFFECT_MAX_PAGES = 20
+FIND_EFFECT_BUDGET = 60.0
+_PAGE_LIMIT = 200  # Slack's recommended maximum; Tier 1 apps get 15 whatever they ask
 
 
 def web_client(token: str, api_url: str) -> AsyncWebClient:
@@ -73,15 +83,32 @@ class SlackChannel:
         return str(response["ts"])
 
     async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
-        # conversations.* reads are Tier 1 (1/min) for our apps: crash recovery only.
-        if thread_ts:
-            response = await self._call("conversations_replies", channel=channel, ts=thread_ts, include_all_metadata=True, limit=15)
-        else:
-            response = await self._call("conversations_history", channel=channel, include_all_metadata=True, limit=15)
-        for message in response.get("messages", []):
-            metadata = message.get("metadata") or {}
-            if metadata.get("event_type") == EFFECT_EVENT and (metadata.get("event_payload") or {}).get("effect_id") == effect_id:
-                return str(message["ts"])
+        """Page through the channel's history (newest first) or the thread's replies (oldest
+        first) until the post carrying `effect_id` is found, so a post that landed is found
+        even when many messages followed it — bounded by `FIND_EFFECT_MAX_MESSAGES` messages,
+        `FIND_EFFECT_MAX_PAGES` pages and `FIND_EFFECT_BUDGET` seconds, whichever comes first.
+
+        These reads are Tier 1 (1/min, at most 15 messages) for apps outside the Marketplace
+        and Tier 3 for the others: a page asks for Slack's maximum and gets what the app's tier
+        allows; a 429 is waited out by the client's retry handler. Crash recovery only."""
+        method, kwargs = (
+            ("conversations_replies", {"ts": thread_ts}) if thread_ts else ("conversations_history", {})
+        )
+        deadline = time.monotonic() + FIND_EFFECT_BUDGET
+        seen = 0
+        cursor: str | None = None
+        for _ in range(FIND_EFFECT_MAX_PAGES):
+            page_kwargs = {**kwargs, "cursor": cursor} if cursor else kwargs
+            response = await self._call(method, channel=channel, include_all_metadata=True, limit=_PAGE_LIMIT, **page_kwargs)
+            messages = response.get("messages") or []
+            for message in messages:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == EFFECT_EVENT and (metadata.get("event_payload") or {}).get("effect_id") == effect_id:
+                    return str(message["ts"])
+            seen += len(messages)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor or seen >= FIND_EFFECT_MAX_MESSAGES or time.monotonic() > deadline:
+                break
         return None
 
     async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:

@@ -45,6 +45,7 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -246,6 +247,9 @@ class FakeSlack:
         self._calls: list[Json] = []
         self._failures: dict[str, deque[_Failure]] = {}
         self._delay = 0.0
+        self._next_delays: dict[str, deque[float]] = {}  # method -> one-shot delays, after the call took effect
+        self._read_limit: int | None = None  # cap on history/replies pages (Tier 1: 15)
+        self._after: dict[str, deque[Callable[[], None]]] = {}  # method -> one-shot actions after a call
         self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
         self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # xapp- token -> open sockets
@@ -471,6 +475,24 @@ class FakeSlack:
         """Add latency to every response (to exercise timeouts / concurrency)."""
         with self._lock:
             self._delay = max(0.0, float(seconds))
+
+    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` calls of `method` only after `seconds`, although they take
+        effect at once (a post lands, then its answer is late: the caller may time out)."""
+        with self._lock:
+            self._next_delays.setdefault(method, deque()).extend([float(seconds)] * times)
+
+    def after_next(self, method: str, action: Callable[[], None]) -> None:
+        """Run `action` right after the next call of `method` took effect, before anyone else
+        is served (e.g. the channel moves on the moment a post lands)."""
+        with self._lock:
+            self._after.setdefault(method, deque()).append(action)
+
+    def set_read_limit(self, limit: int | None) -> None:
+        """Cap the page size of conversations.history/replies, like Slack's Tier 1 limits for
+        apps outside the Marketplace (at most 15 messages a page, whatever `limit` asks)."""
+        with self._lock:
+            self._read_limit = limit
 
     def fail_next(
         self,
@@ -795,7 +817,9 @@ class FakeSlack:
         if not token and body_token:
             token = str(body_token)
         status, headers, payload = self._process(method, token, params)
-        delay = self._delay
+        with self._lock:
+            pending = self._next_delays.get(method)
+            delay = self._delay + (pending.popleft() if pending else 0.0)
         if delay:
             await asyncio.sleep(delay)
         if _RAW in payload:
@@ -808,6 +832,9 @@ class FakeSlack:
         with self._cond:
             try:
                 status, headers, payload = self._dispatch(method, token, params)
+                after = self._after.get(method)
+                if after:
+                    after.popleft()()
             except Exception:  # a bug in the fake: surface it loudly to the client and the log
                 log.exception("FakeSlack crashed handling %s", method)
                 status, headers = 500, {}
@@ -1250,6 +1277,11 @@ class FakeSlack:
             out.append(msg)
         return out
 
+    def _read_capped(self, params: Json) -> Json:
+        if self._read_limit is None:
+            return params
+        return {**params, "limit": min(_int(params.get("limit"), self._read_limit) or self._read_limit, self._read_limit)}
+
     def _conversations_history(self, bot: _Bot, params: Json) -> Json:
         ch = self._channel(bot, params.get("channel"), need_member=True)
         top = [
@@ -1260,7 +1292,7 @@ class FakeSlack:
             or m.get("subtype") == "thread_broadcast"
         ]
         window = list(reversed(self._time_window(top, params)))
-        page, cursor = _paginate(window, params)
+        page, cursor = _paginate(window, self._read_capped(params))
         meta = _truthy(params.get("include_all_metadata"))
         return {
             "messages": [self._public(m, include_metadata=meta) for m in page],
@@ -1283,7 +1315,7 @@ class FakeSlack:
             raise _ApiError("thread_not_found")
         thread = ([parent] if parent is not None else []) + replies
         window = self._time_window(thread, params)
-        page, cursor = _paginate(window, params, default_limit=1000)
+        page, cursor = _paginate(window, self._read_capped(params), default_limit=1000)
         meta = _truthy(params.get("include_all_metadata"))
         return {
             "messages": [self._public(m, include_metadata=meta) for m in page],
