@@ -173,7 +173,7 @@ def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dic
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
-        "error": run.error,
+        "error": run.error, "depth": run.depth,
         "steps": [
             {"id": path, "status": row.status, "attempts": row.attempt, "output": row.output, "error": row.error,
              "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
