@@ -180,7 +180,8 @@ class InboundEvent(Base):
 
 
 class LlmUsage(Base):
-    """Token usage of one LLM call, per member, person and conversation (for quotas, costs)."""
+    """Token usage of one LLM call, per member, person and conversation, or per member, workflow
+    and run for a workflow's agent step (for quotas, costs)."""
 
     __tablename__ = "llm_usage"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -193,6 +194,7 @@ class LlmUsage(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    workflow: Mapped[str | None] = mapped_column(String(100), index=True)  # an agent step's workflow; run_id is its run
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -254,6 +256,8 @@ class WorkflowRun(Base):
     input: Mapped[dict[str, Any]] = mapped_column(default=dict)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # Handoffs and events between this run and the run a trigger started (that one is 0).
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)  # every advance
     finished_at: Mapped[datetime | None] = mapped_column()

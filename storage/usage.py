@@ -20,7 +20,10 @@ async def record(
     output_tokens: int,
     cache_read_tokens: int,
     cache_write_tokens: int,
+    workflow: str | None = None,
 ) -> None:
+    """One LLM call. A conversation turn has `conversation_id` and `user_id`; a workflow's
+    agent step has `workflow` (its name) and `run_id` (the workflow run's id)."""
     session.add(
         LlmUsage(
             member_id=member_id,
@@ -32,6 +35,7 @@ async def record(
             output_tokens=output_tokens,
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
+            workflow=workflow,
         )
     )
     await session.flush()
@@ -50,4 +54,25 @@ async def totals_by_member(session: AsyncSession) -> dict[str, dict[str, int]]:
     return {
         member: {"input": int(i or 0), "output": int(o or 0), "cache_read": int(r or 0), "cache_write": int(w or 0)}
         for member, i, o, r, w in rows.all()
+    }
+
+
+async def totals_by_workflow(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """Tokens of workflow agent steps, per workflow name (turns are not in here)."""
+    rows = await session.execute(
+        select(
+            LlmUsage.workflow,
+            func.sum(LlmUsage.input_tokens),
+            func.sum(LlmUsage.output_tokens),
+            func.sum(LlmUsage.cache_read_tokens),
+            func.sum(LlmUsage.cache_write_tokens),
+            func.count(func.distinct(LlmUsage.run_id)),
+        )
+        .where(LlmUsage.workflow.is_not(None))
+        .group_by(LlmUsage.workflow)
+    )
+    return {
+        str(name): {"input": int(i or 0), "output": int(o or 0), "cache_read": int(r or 0), "cache_write": int(w or 0),
+                    "runs": int(n or 0)}
+        for name, i, o, r, w, n in rows.all()
     }

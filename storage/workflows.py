@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.inserts import insert_or_ignore
 from storage.members import WORKSPACE_ID
-from storage.models import StepRun, Workflow, WorkflowRun, WorkflowVersion, utcnow
+from storage.models import Approval, StepRun, Workflow, WorkflowRun, WorkflowVersion, utcnow
 
 FINISHED_RUN = ("completed", "failed", "cancelled")
 
@@ -70,20 +71,34 @@ async def all_workflows(session: AsyncSession) -> list[Workflow]:
     return list((await session.execute(select(Workflow).order_by(Workflow.name))).scalars())
 
 
+async def delete(session: AsyncSession, workflow_id: int) -> None:
+    """The workflow, its versions, runs, their steps and approvals: gone together. Explicit
+    deletes, child rows first, rather than relying on each database's foreign key cascade.
+    A job still queued for one of these runs finds no run and ends."""
+    run_ids = select(WorkflowRun.id).where(WorkflowRun.workflow_id == workflow_id).scalar_subquery()
+    await session.execute(sql_delete(Approval).where(Approval.run_id.in_(run_ids)))
+    await session.execute(sql_delete(StepRun).where(StepRun.run_id.in_(run_ids)))
+    await session.execute(sql_delete(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id))
+    await session.execute(sql_delete(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id))
+    await session.execute(sql_delete(Workflow).where(Workflow.id == workflow_id))
+
+
 async def set_status(session: AsyncSession, workflow_id: int, status: str) -> None:
     await session.execute(update(Workflow).where(Workflow.id == workflow_id).values(status=status))
 
 
 async def create_run(
-    session: AsyncSession, workflow: Workflow, trigger: str, run_input: dict[str, Any], slot: int | None = None
+    session: AsyncSession, workflow: Workflow, trigger: str, run_input: dict[str, Any], slot: int | None = None,
+    depth: int = 0,
 ) -> str | None:
-    """A new run pinned to the active version; None when that schedule slot already ran."""
+    """A new run pinned to the active version; None when that schedule slot already ran.
+    `depth`: handoffs and events between it and the run a trigger started."""
     run_id = uuid.uuid4().hex[:16]
     inserted = await insert_or_ignore(
         session,
         WorkflowRun,
         {"id": run_id, "workflow_id": workflow.id, "version": workflow.active_version, "status": "running",
-         "trigger": trigger, "slot": slot, "input": run_input},
+         "trigger": trigger, "slot": slot, "input": run_input, "depth": depth},
     )
     return run_id if inserted else None
 

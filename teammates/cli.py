@@ -53,15 +53,23 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", help="validate config and reach the database, Redis and Slack")
 
-    workflow = sub.add_parser("workflow", help="apply, list, run, pause and resume workflows")
+    workflow = sub.add_parser("workflow", help="apply, list, run, pause, resume and delete workflows")
     wsub = workflow.add_subparsers(dest="action", required=True, metavar="ACTION")
-    wsub.add_parser("apply", help="create a workflow or a new version from YAML/JSON").add_argument("file")
+    wsub.add_parser(
+        "apply", help="create workflows or new versions from YAML/JSON files: all are checked (members, tools, template "
+                      "variables, handoff loops across them and the stored ones), then all stored, or none. A workflow "
+                      "keeps its member: to move it to another, delete it and apply again",
+    ).add_argument("file", nargs="+")
     wsub.add_parser("list", help="workflows with status, version, trigger, last and next run").add_argument("--json", action="store_true")
     wrun = wsub.add_parser("run", help="start a run now; prints its id")
     wrun.add_argument("name")
     wrun.add_argument("--input", action="append", default=[], metavar="KEY=VALUE")
     wsub.add_parser("pause").add_argument("name")
     wsub.add_parser("resume").add_argument("name")
+    wdelete = wsub.add_parser("delete", help="delete a workflow, its versions and runs; its schedule stops. Refused while "
+                                             "runs are unfinished (unless --cancel-runs) or another workflow hands off to it")
+    wdelete.add_argument("name")
+    wdelete.add_argument("--cancel-runs", action="store_true", help="stop its unfinished runs and delete them with it")
 
     runs = sub.add_parser("runs", help="runs with each step's status, attempts and output")
     runs.add_argument("--workflow")
@@ -120,6 +128,8 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             asyncio.run(w.secret_set(loaded, args.name, print) if args.action == "set" else w.secret_list(loaded, print))
         elif args.action == "apply":
             asyncio.run(w.apply(loaded, args.file, print))
+        elif args.action == "delete":
+            asyncio.run(w.delete(loaded, args.name, args.cancel_runs, print))
         elif args.action == "list":
             asyncio.run(w.list_workflows(loaded, print, args.json))
         elif args.action == "run":

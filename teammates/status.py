@@ -19,6 +19,7 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
     try:
         async with db.session() as session:
             tokens = await usage.totals_by_member(session)
+            workflow_tokens = await usage.totals_by_workflow(session)
     finally:
         await db.close()
     total = snap.turn_latency_buckets[-1][1] if snap.turn_latency_buckets else 0
@@ -30,7 +31,8 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
             "p50_seconds_at_most": capacity.percentile(snap.turn_latency_buckets, 0.5),
             "p95_seconds_at_most": capacity.percentile(snap.turn_latency_buckets, 0.95),
         },
-        "tokens": tokens,
+        "tokens": tokens,  # per member: conversation turns and workflow agent steps together
+        "workflow_tokens": workflow_tokens,  # per workflow: its agent steps, and how many runs used any
     }
     if as_json:
         say(json.dumps(report, indent=2, default=lambda v: None if v == float("inf") else v))
@@ -45,3 +47,5 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
         say("turns answered: none yet")
     for member, t in sorted(tokens.items()):
         say(f"tokens {member}: {t['input']} in, {t['output']} out, {t['cache_read']} from cache, {t['cache_write']} cached")
+    for name, t in sorted(workflow_tokens.items()):
+        say(f"tokens of workflow {name}: {t['input']} in, {t['output']} out in {t['runs']} run(s)")

@@ -16,13 +16,9 @@ from jobs import schedules
 from jobs.queues import redis_from_url
 from jobs.runs.inputs import InputError
 from jobs.runs.start import start_run
-from jobs.workflows.definition import (
-    DefinitionError,
-    ScheduleTrigger,
-    WorkflowDefinition,
-    as_document,
-    load_definition,
-)
+from jobs.workflows import apply as core
+from jobs.workflows.apply import Source
+from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
 from storage import members
 from storage import secrets as secret_store
 from storage import workflows as store
@@ -34,24 +30,38 @@ from teammates.runtime import prepare_database
 Say = Callable[[str], None]
 
 
-async def apply(loaded: LoadedConfig, file: str, say: Say) -> None:
-    try:
-        text = await asyncio.to_thread(Path(file).read_text, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the workflow file ({exc.strerror})") from None
-    try:
-        definition = load_definition(text, source=file)
-    except DefinitionError as exc:
-        raise ConfigError(str(exc)) from None
-    member_ids = {m.id for m in loaded.config.members}
-    if definition.member not in member_ids:
-        raise ConfigError(f"{file}: member: no member {definition.member!r} (members: {', '.join(sorted(member_ids))})")
+async def apply(loaded: LoadedConfig, files: list[str], say: Say) -> None:
+    """Read every file, then hand them to the one `apply` of the core: all checked, then all
+    stored in one transaction (or none)."""
+    sources: list[Source] = []
+    for file in files:
+        try:
+            text = await asyncio.to_thread(Path(file).read_text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read the workflow file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file}: not a UTF-8 text file") from None
+        sources.append(Source(file, text))
     async with _opened(loaded) as db:
-        async with db.session() as session:
-            row, version, changed = await store.apply(session, as_document(definition))
-        if isinstance(definition.trigger, ScheduleTrigger) and row.status == "active":
+        try:
+            async with db.session() as session:
+                results = await core.apply(session, sources)
+        except core.ApplyError as exc:
+            raise ConfigError(str(exc)) from None
+        if any(result.scheduled for result in results):
             await _reconcile_quietly(loaded, db)
-    say(f"{definition.name}: {'active version ' + str(version) if changed else 'unchanged (version ' + str(version) + ')'}")
+    for result in results:
+        say(f"{result.name}: {'active version ' + str(result.version) if result.changed else 'unchanged (version ' + str(result.version) + ')'}")
+
+
+async def delete(loaded: LoadedConfig, name: str, cancel_runs: bool, say: Say) -> None:
+    async with _opened(loaded) as db:
+        try:
+            async with db.session() as session:
+                cancelled = await core.delete(session, name, cancel_runs=cancel_runs)
+        except core.ApplyError as exc:
+            raise ConfigError(str(exc)) from None
+    say(f"{name}: deleted" + (f" ({cancelled} unfinished run(s) stopped)" if cancelled else ""))
 
 
 async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
@@ -173,7 +183,7 @@ def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dic
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
-        "error": run.error,
+        "error": run.error, "depth": run.depth,
         "steps": [
             {"id": path, "status": row.status, "attempts": row.attempt, "output": row.output, "error": row.error,
              "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}

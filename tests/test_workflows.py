@@ -128,10 +128,10 @@ steps:
     tool: lookup_user
     args: {user_id: U0ANA00001}
   - id: second
-    post: {channel: C0GENERAL1, text: "{{ steps.first.outptu }}"}
-""")
+    post: {channel: C0GENERAL1, text: "{{ steps.first.output.nmae }}"}
+""")  # what a step's output holds is known only when it runs (`steps.first.outptu` is refused by apply)
     run = wait_status(stack, start(stack, "typo"), "failed")
-    assert "second" in run["error"] and "steps.first.outptu" in run["error"]
+    assert "second" in run["error"] and "steps.first.output.nmae" in run["error"]
     assert stack.slack.posts_by(NOVA["token"]) == []
 
 

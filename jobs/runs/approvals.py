@@ -3,6 +3,7 @@ step's `on_timeout` (skip, abort or escalate)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -10,12 +11,14 @@ from typing import Literal
 from jobs.runs import queueing
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.settings import settings
-from jobs.runs.start import publish
+from jobs.runs.start import ChainTooDeep, publish
 from jobs.runtime import Runtime
 from jobs.workflows.definition import ApprovalStep
 from storage import activity, approvals
 from storage import workflows as store
 from storage.models import utcnow
+
+log = logging.getLogger(__name__)
 
 DecisionKind = Literal["approved", "rejected", "expired", "cancelled"]
 
@@ -52,11 +55,20 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision) -> bool:
                               entity_id=approval_id, run_id=row.run_id)
         run_id = row.run_id
         member_id = row.member_id
+        run = await store.run(session, run_id)
+        depth = (run.depth if run is not None else 0) + 1  # of the runs the event starts
     assert rt.redis is not None
     queueing.enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
-    await publish(rt.db, rt.redis, "approval.decided", member_id,
-                  {"approval_id": approval_id, "decision": decision.decision, "run_id": run_id, "by": decision.by},
-                  settings(rt))
+    try:
+        await publish(rt.db, rt.redis, "approval.decided", member_id,
+                      {"approval_id": approval_id, "decision": decision.decision, "run_id": run_id, "by": decision.by},
+                      settings(rt), depth)
+    except ChainTooDeep as exc:  # the decision stands; only the runs its event would start are not started
+        log.warning("approval.decided of %s not delivered: %s", approval_id, exc, extra={"run_id": run_id})
+        async with rt.db.session() as session:
+            await activity.record(session, member_id=member_id, actor_type="system", actor_id="system",
+                                  action="event_not_delivered", description=f"approval.decided not delivered: {exc}",
+                                  entity_type="approval", entity_id=approval_id, run_id=run_id)
     return True
 
 

@@ -16,11 +16,11 @@ from agents.channels import Channel, ChannelError
 from agents.members import MemberProfile
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
-from agents.turns import LlmUnavailable, TurnSettings, run_turn
+from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
 from jobs import pacing
 from jobs.runs import queueing
 from jobs.runs.settings import settings
-from jobs.runs.start import Started, publish_in, start_loaded
+from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
 from jobs.workflows import templates
 from jobs.workflows.definition import (
@@ -33,7 +33,7 @@ from jobs.workflows.definition import (
     WaitStep,
     WorkflowDefinition,
 )
-from storage import activity, approvals, effects, members
+from storage import activity, approvals, effects, members, usage
 from storage import workflows as store
 from storage.models import utcnow
 
@@ -61,7 +61,7 @@ async def execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
         return await _post(rt, definition, run_id, path, render(step.post.channel, "post.channel"),
                            render(step.post.text, "post.text"), render(step.post.thread_ts, "post.thread_ts"), step.post.platform)
     if isinstance(step, AgentStep):
-        return await _agent(rt, run_id, path, step.agent, render(step.prompt, "prompt"), step.tools)
+        return await _agent(rt, definition, run_id, path, step.agent, render(step.prompt, "prompt"), step.tools)
     if isinstance(step, ToolStep):
         return await _tool(rt, definition, run_id, path, step.tool, render(step.args, "args"))
     if isinstance(step, ApprovalStep):
@@ -114,7 +114,10 @@ async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
     return result
 
 
-async def _agent(rt: Runtime, run_id: str, path: str, member_id: str, prompt: Any, tool_names: list[str] | None) -> str:
+async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, member_id: str, prompt: Any,
+                 tool_names: list[str] | None) -> str:
+    """An LLM turn by `member_id`; every call is metered like a conversation turn's, per
+    member, workflow and run (recorded as it happens, so a failed later call still counts)."""
     async with rt.db.session() as session:
         member = await members.profile(session, member_id)
         workspace = await members.workspace(session)
@@ -126,13 +129,17 @@ async def _agent(rt: Runtime, run_id: str, path: str, member_id: str, prompt: An
                       user_id=member_id, run_id=f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}", history=_no_history)
     llm = rt.loaded.config.llm
 
-    async def no_usage(_: Any) -> None:
-        return None
+    async def record_usage(u: Usage) -> None:
+        async with rt.db.session() as session:
+            await usage.record(session, member_id=member_id, user_id=None, conversation_id=None, run_id=run_id,
+                               workflow=definition.name, model=u.model, input_tokens=u.input_tokens,
+                               output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+                               cache_write_tokens=u.cache_write_tokens)
 
     try:
         result = await run_turn(rt.llm, TurnSettings(model=llm.model, max_tokens=llm.max_tokens, max_iterations=llm.max_iterations),
                                 prompts.system_blocks(member, workspace, datetime.now(UTC), colleagues),
-                                [{"role": "user", "content": str(prompt)}], resolve(names), ctx, no_usage)
+                                [{"role": "user", "content": str(prompt)}], resolve(names), ctx, record_usage)
     except LlmUnavailable as exc:
         raise RuntimeError(f"LLM unavailable ({exc.kind})") from None
     return result.text
@@ -207,17 +214,23 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
             return dict(record.result)
         result: dict[str, Any] = {"member": handoff.member}
         started: Started = []
-        if handoff.workflow:
-            workflow = await store.by_name(session, handoff.workflow)
-            if workflow is None:
-                raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
-            child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config)
-            result["run_id"] = child
-            started.append((child, first_steps))
-        if message is not None:
-            result["message"] = message
-        event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
-        started += await publish_in(session, "member.handoff", handoff.member, event, config)
+        parent = await store.run(session, run_id)
+        depth = (parent.depth if parent is not None else 0) + 1  # the runs this handoff starts
+        try:
+            if handoff.workflow:
+                workflow = await store.by_name(session, handoff.workflow)
+                if workflow is None:
+                    raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
+                child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config,
+                                                        depth=depth)
+                result["run_id"] = child
+                started.append((child, first_steps))
+            if message is not None:
+                result["message"] = message
+            event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
+            started += await publish_in(session, "member.handoff", handoff.member, event, config, depth)
+        except ChainTooDeep as exc:  # nothing of this handoff is written: the transaction rolls back
+            raise StepFailure(f"step {path!r}: {exc}") from None
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
                               action="handoff", description=f"{definition.name}: handed off to {handoff.member}",
                               entity_type="member", entity_id=handoff.member, run_id=run_id, details=result)

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 Started = list[tuple[str | None, Queued]]
 
 
+class ChainTooDeep(Exception):
+    """A handoff or event would start a run deeper than `workflows.max_handoff_depth`: the
+    chain stops here (one line, naming the workflow and the limit). Raised before anything is
+    written for that run."""
+
+
 async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any],
                     slot: int | None = None, settings: RunSettings | None = None) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
@@ -41,14 +47,21 @@ async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str
 
 
 async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None,
-                       settings: RunSettings | None = None) -> tuple[str | None, Queued]:
+                       settings: RunSettings | None = None, depth: int = 0) -> tuple[str | None, Queued]:
     """Create a run of an already loaded workflow inside `session`'s transaction. Its first
     advance runs right here, so the first steps are queued with the run (no extra job);
-    the caller enqueues the returned steps once the transaction has committed."""
+    the caller enqueues the returned steps once the transaction has committed.
+
+    `depth`: handoffs and events since the run a trigger started (0 for a trigger; a handoff
+    or an event passes its run's depth + 1). Deeper than `max_handoff_depth` raises
+    `ChainTooDeep`: a loop of handoffs and events ends there, whatever `apply` could see."""
     settings = settings or RunSettings()
+    if depth > settings.max_handoff_depth:
+        raise ChainTooDeep(f"handoff chain too deep: starting {workflow.name} would be {depth} handoffs/events deep, "
+                           f"more than workflows.max_handoff_depth ({settings.max_handoff_depth})")
     definition = await load_version(session, workflow.id, workflow.active_version)
     values = resolve_inputs(definition, run_input)
-    run_id = await store.create_run(session, workflow, trigger, values, slot)
+    run_id = await store.create_run(session, workflow, trigger, values, slot, depth)
     if run_id is None:
         return None, []
     feed = [activity.entry(
@@ -60,24 +73,26 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
         await activity.record_many(session, feed)
         return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
     # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
-    fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values)
+    fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values,
+                        depth=depth)
     _, to_queue = await advance_run(session, fresh, definition, {}, templates.SecretsView({}), settings, feed)
     await activity.record_many(session, feed)
     return run_id, to_queue
 
 
 async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any],
-                  settings: RunSettings | None = None) -> list[str]:
+                  settings: RunSettings | None = None, depth: int = 0) -> list[str]:
     """A platform event (`approval.decided`, `member.handoff`): start every active workflow
-    whose event trigger listens for it. Returns the ids of the runs started."""
+    whose event trigger listens for it. Returns the ids of the runs started. `depth`: that of
+    the runs it starts (the emitting run's + 1); too deep raises `ChainTooDeep`, nothing started."""
     async with db.session() as session:
-        started = await publish_in(session, name, member, payload, settings)
+        started = await publish_in(session, name, member, payload, settings, depth)
     queueing.enqueue_runs_steps(redis, started)
     return [run_id for run_id, _ in started if run_id]
 
 
 async def publish_in(session: Any, name: str, member: str | None, payload: dict[str, Any],
-                     settings: RunSettings | None = None) -> Started:
+                     settings: RunSettings | None = None, depth: int = 0) -> Started:
     """`publish` inside the caller's transaction, so that the runs an event starts commit with
     whatever caused it (a handoff step's record): the caller enqueues the returned steps."""
     started: Started = []
@@ -89,7 +104,8 @@ async def publish_in(session: Any, name: str, member: str | None, payload: dict[
         declared = {i.name for i in definition.inputs}
         try:
             started.append(await start_loaded(session, workflow, "event",
-                                              {k: v for k, v in payload.items() if not declared or k in declared}, settings=settings))
+                                              {k: v for k, v in payload.items() if not declared or k in declared}, settings=settings,
+                                              depth=depth))
         except InputError as exc:  # raised before anything is written for this workflow
             log.warning("event %s not delivered to %s: %s", name, workflow.name, exc, extra={"workflow": workflow.name})
     return started
