@@ -5,16 +5,16 @@ A run's `depth`: how many handoffs and events lie between it and the run a trigg
 is refused. `llm_usage.workflow`: the workflow whose agent step made the call (its run id is
 in `run_id`), so tokens are known per member, workflow and run.
 
-Revision ID: 0002_apply
-Revises: 0001
+Revision ID: 0003_apply
+Revises: 0002_hooks
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0002_apply'
-down_revision: str | Sequence[str] | None = '0001'
+revision: str = '0003_apply'
+down_revision: str | Sequence[str] | None = '0002_hooks'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
