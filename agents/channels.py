@@ -8,7 +8,7 @@ can ask whether that exact post already landed before posting again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agents.messages import Button, UserInfo
 
@@ -51,6 +51,29 @@ class Channel(Protocol):
 
     async def lookup_user(self, user_id: str) -> UserInfo | None:
         ...
+
+
+@runtime_checkable
+class Notifying(Channel, Protocol):
+    """A channel that can also reach a person directly, outside the conversation.
+
+    Kept apart from `Channel` so adapters without it still satisfy the port; the core checks
+    `isinstance(channel, Notifying)` and tells the person only where the platform can."""
+
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+        """Send `text` to the person `user_id` privately (a Slack DM); the message's id."""
+        ...
+
+
+# Platform refusals that no retry can change: the channel is gone, the member is not in it,
+# its token is dead, or the request itself is wrong. Everything else (rate limits, 5xx,
+# timeouts, dropped connections) may pass on a later attempt.
+TRANSIENT_CODES = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying the call that raised `exc` cannot succeed."""
+    return isinstance(exc, ChannelError) and exc.code not in TRANSIENT_CODES
 
 
 ChannelProvider = Callable[[str, str], Channel]

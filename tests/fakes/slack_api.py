@@ -241,6 +241,7 @@ class FakeSlack:
         self._home_views: dict[str, str] = {}
         self._calls: list[Json] = []
         self._failures: dict[str, deque[_Failure]] = {}
+        self._channel_failures: dict[str, str] = {}  # channel id -> error for every call on it
         self._delay = 0.0
         self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
         self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
@@ -482,6 +483,15 @@ class FakeSlack:
             queue = self._failures.setdefault(method, deque())
             for _ in range(times):
                 queue.append(_Failure(status, error, retry_after))
+
+    def fail_channel(self, channel: str, error: str | None = "channel_not_found") -> None:
+        """Every call naming `channel` fails with ok:false `error` until called with None
+        (the channel was deleted, archived, or the bot removed from it)."""
+        with self._lock:
+            if error is None:
+                self._channel_failures.pop(channel, None)
+            else:
+                self._channel_failures[channel] = error
 
     # ------------------------------------------------------------------ inspection
 
@@ -852,6 +862,9 @@ class FakeSlack:
         if bot is None:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
         headers = {"x-oauth-scopes": SCOPES, "x-accepted-oauth-scopes": ""}
+        blocked = self._channel_failures.get(str(params.get("channel") or params.get("channel_id") or ""))
+        if blocked:
+            return 200, headers, {"ok": False, "error": blocked}
         try:
             result = handler(bot, params)
         except _ApiError as exc:
