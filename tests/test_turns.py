@@ -113,10 +113,19 @@ def transcript(body: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def distinct(bodies: Any) -> list[dict[str, Any]]:
+    """Requests as the turns made them: the SDK's own retry of a slow call (a loaded machine)
+    sends the same body again."""
+    seen: dict[str, dict[str, Any]] = {}
+    for body in bodies:
+        seen.setdefault(json.dumps(body["messages"], sort_keys=True), body)
+    return list(seen.values())
+
+
 def test_a_message_sent_just_after_a_reply_lands_is_answered_with_that_reply_in_its_context(stack: Stack) -> None:
     stack.up(workers=2)
     stack.llm.set_responder(lambda body: Reply(text=f"Answer to: {answer_to(body)}"))
-    stack.slack.set_delay(0.3)  # Slack's answer to a post comes 0.3 s after the post lands
+    stack.slack.delay_method("chat.postMessage", 0.5)  # the poster hears back 0.5 s after the post lands
     nova = stack.driver()
     nova.dm(ANA, "question 1", channel=NOVA_DM)
     stack.slack.wait_for_posts(1, token=NOVA["token"])
@@ -125,7 +134,7 @@ def test_a_message_sent_just_after_a_reply_lands_is_answered_with_that_reply_in_
     posts = stack.slack.wait_for_posts(2, token=NOVA["token"])
     time.sleep(1)
     assert [p["text"] for p in stack.slack.posts_by(NOVA["token"])] == ["Answer to: question 1", "Answer to: question 2"]
-    second = stack.llm.requests[1]["body"]
+    [second] = distinct(r["body"] for r in stack.llm.requests if answer_to(r["body"]) == "question 2")
     assert transcript(second) == [("user", "question 1"), ("assistant", "Answer to: question 1"), ("user", "question 2")]
     assert len(posts) == 2
 
@@ -139,7 +148,7 @@ def test_two_messages_sent_together_get_answers_that_never_repeat_each_other(sta
     stack.slack.wait_for_posts(1, token=NOVA["token"])
     time.sleep(4)  # a second answer, if any, has come by now
     answers = [p["text"] for p in stack.slack.posts_by(NOVA["token"])]
-    requests = [r["body"] for r in stack.llm.requests]
+    requests = distinct(r["body"] for r in stack.llm.requests)
     assert len(answers) == len(requests) and len(answers) in (1, 2)
     asked = [answer_to(body) for body in requests]
     if len(answers) == 1:  # folded: one answer that read both

@@ -243,6 +243,7 @@ class FakeSlack:
         self._failures: dict[str, deque[_Failure]] = {}
         self._channel_failures: dict[str, str] = {}  # channel id -> error for every call on it
         self._delay = 0.0
+        self._method_delays: dict[str, float] = {}
         self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
         self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # xapp- token -> open sockets
@@ -468,6 +469,12 @@ class FakeSlack:
         """Add latency to every response (to exercise timeouts / concurrency)."""
         with self._lock:
             self._delay = max(0.0, float(seconds))
+
+    def delay_method(self, method: str, seconds: float) -> None:
+        """Answer `method` (e.g. "chat.postMessage") `seconds` after it took effect: the post is
+        visible in the channel before its poster hears back."""
+        with self._lock:
+            self._method_delays[method] = max(0.0, float(seconds))
 
     def fail_next(
         self,
@@ -799,7 +806,7 @@ class FakeSlack:
         if not token and body_token:
             token = str(body_token)
         status, headers, payload = self._process(method, token, params)
-        delay = self._delay
+        delay = self._delay + self._method_delays.get(method, 0.0)
         if delay:
             await asyncio.sleep(delay)
         return web.json_response(payload, status=status, headers=headers)
