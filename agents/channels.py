@@ -52,6 +52,22 @@ class Channel(Protocol):
     async def lookup_user(self, user_id: str) -> UserInfo | None:
         ...
 
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+        """Send `text` to the person `user_id` privately, outside the conversation (a Slack
+        DM); the message's id. Raises `ChannelError` where the platform cannot reach them."""
+        ...
+
+
+# Platform refusals that no retry can change: the channel is gone, the member is not in it,
+# its token is dead, or the request itself is wrong. Everything else (rate limits, 5xx,
+# timeouts, dropped connections) may pass on a later attempt.
+TRANSIENT_CODES = frozenset({"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying the call that raised `exc` cannot succeed."""
+    return isinstance(exc, ChannelError) and exc.code not in TRANSIENT_CODES
+
 
 ChannelProvider = Callable[[str, str], Channel]
 """(platform, member id) -> the member's channel on that platform."""

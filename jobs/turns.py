@@ -1,10 +1,21 @@
-"""The turn job: answer one inbound message as the member it was addressed to.
+"""The turn job: answer what a person wrote to a member, one turn per conversation at a time.
 
 Invariants a reader must not break:
-- The user's message is stored once (unique on the inbound event), however often this runs.
-- The reply is an effect: its row is written `started` with the text before posting and
-  `done` after. A retry that finds `done` only finishes the bookkeeping; one that finds
-  `started` first asks the channel whether that post landed (crash path only).
+- The turns of one conversation run one at a time, in order: a turn first takes the
+  conversation's lease (`conversations.take_turn`). A job that finds it taken returns; the
+  holder starts the next job when it ends (the sweeper covers a holder that died).
+- A turn answers every message of its conversation still waiting, oldest first, in one reply
+  (two quick messages get one answer that reads both). Its history is the conversation as
+  stored, in order: the previous reply is always in it, because a reply is stored in the same
+  transaction that records its post as done, and the lease is released only then.
+- A user message is stored once (unique on the inbound event), however often this runs.
+- The reply is an effect (`reply-<first message id>`): written `started` with its text and the
+  messages it answers before posting, `done` after. A retry that finds the text re-posts it
+  (after asking the channel whether the post landed); it never asks the LLM again.
+- Attempts are counted per message and capped (MAX_ATTEMPTS). A refusal no retry can change
+  (channel gone, not a member, dead token) fails at once; other errors are retried by RQ until
+  the cap. A message that cannot be answered ends `failed` with its reason, in the activity
+  feed, and the person is told (a DM when the conversation's channel is gone).
 - A failed LLM call posts a short apology with a "Try again" button and leaves the message
   `failed`, still in the conversation, so nothing the person wrote is lost.
 """
@@ -13,25 +24,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents import prompts
-from agents.channels import Channel, ChannelError
+from agents.channels import Channel, ChannelError, is_permanent
 from agents.messages import RETRY_TURN_ACTION, Button
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
-from jobs import capacity, loop
+from jobs import capacity, intake, loop
 from jobs.runtime import Runtime, current
-from storage import conversations, effects, inbound, members, usage
-from storage.models import Effect, InboundEvent, Message
+from storage import activity, conversations, effects, inbound, members, usage
+from storage.models import Effect, InboundEvent
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 40
+MAX_ATTEMPTS = 3  # per message: the first try and two retries, then it is `failed`
 APOLOGY = "Sorry, I can't reach my brain right now ({why}). Your message is saved: press *Try again* or just write again in a minute."
 _WHY = {"rate_limited": "too many requests", "timeout": "it took too long", "unreachable": "the AI service is unreachable"}
+GAVE_UP = "Sorry, I could not answer your message{where} (“{quote}”): {why}."
+_GAVE_UP_WHY = {
+    "channel_not_found": "I can no longer reach that conversation (the channel is gone or hidden from me). Please write to me here",
+    "not_in_channel": "I am no longer a member of that channel. Please invite me back or write to me here",
+    "is_archived": "that channel is archived. Please write to me here",
+}
 
 
 def answer_job(inbound_id: int) -> str:
@@ -39,55 +59,161 @@ def answer_job(inbound_id: int) -> str:
     return loop.run(answer(current(), inbound_id))
 
 
+@dataclass
+class _Turn:
+    """What one turn is answering: `batch` (oldest first) in one conversation."""
+
+    batch: list[InboundEvent]
+    conversation_id: int
+    reply: Effect
+    attempt: int
+    retrying: set[int] = field(default_factory=set)  # left to RQ's retry: not started again now
+
+    @property
+    def lead(self) -> InboundEvent:
+        return self.batch[0]
+
+    @property
+    def last(self) -> InboundEvent:
+        return self.batch[-1]
+
+    @property
+    def ids(self) -> list[int]:
+        return [m.id for m in self.batch]
+
+    @property
+    def reply_thread(self) -> str | None:
+        m = self.lead
+        return m.thread_ts if m.kind in ("dm", "terminal") else (m.thread_ts or m.ts)
+
+
 async def answer(rt: Runtime, inbound_id: int) -> str:
-    """Answer the message; returns a short outcome for the job result and logs."""
+    """Answer the message (with any others waiting in its conversation); a short outcome."""
+    lease = timedelta(seconds=rt.loaded.config.workers.turn_timeout)
     async with rt.db.session() as session:
         event = await inbound.get(session, inbound_id)
         if event is None:
             raise LookupError(f"inbound message {inbound_id} not found")
-        if event.status == "answered":
+        if event.status not in inbound.PENDING:
+            return f"already {event.status}"
+        conversation = await conversations.get_or_create(
+            session, event.member_id, event.platform, event.channel, inbound.conversation_key(event),
+            event.user_id if event.kind == "dm" else None,
+        )
+    holder = uuid.uuid4().hex
+    if not await _take_turn(rt, conversation.id, holder, lease):
+        return "waiting: another turn of this conversation is running; it starts this one when it ends"
+    retrying: set[int] = set()
+    try:
+        return await _answer_waiting(rt, event, conversation.id, lease, retrying)
+    finally:
+        async with rt.db.session() as session:
+            await conversations.release_turn(session, conversation.id, holder)
+        await _start_next(rt, event, retrying)
+
+
+async def _take_turn(rt: Runtime, conversation_id: int, holder: str, lease: timedelta) -> bool:
+    """Take the conversation's lease. Without a queue (`teammates chat`) nobody would start
+    this turn later, so wait for it here instead."""
+    deadline = asyncio.get_running_loop().time() + (lease.total_seconds() + 1 if rt.redis is None else 0)
+    while True:
+        async with rt.db.session() as session:
+            if await conversations.take_turn(session, conversation_id, holder, lease):
+                return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+async def _start_next(rt: Runtime, event: InboundEvent, retrying: set[int]) -> None:
+    """Enqueue the turn for the oldest message still waiting in the conversation (one that
+    arrived while this turn ran); messages RQ will retry keep their back-off."""
+    if rt.redis is None:
+        return
+    async with rt.db.session() as session:
+        waiting = [m for m in await inbound.pending_in(session, event) if m.id not in retrying]
+    if not waiting:
+        return
+    try:
+        await asyncio.to_thread(intake.enqueue_turn, rt.redis, waiting[0].id, rt.loaded.config.workers.turn_timeout, 2000 + waiting[0].attempts)
+    except Exception:  # noqa: BLE001 - the sweeper enqueues it later
+        log.warning("next turn of conversation not enqueued; the sweeper will", exc_info=True)
+
+
+async def _answer_waiting(rt: Runtime, event: InboundEvent, conversation_id: int, lease: timedelta, retrying: set[int]) -> str:
+    async with rt.db.session() as session:
+        waiting = await inbound.pending_in(session, event)
+        if not waiting:
             return "already answered"
-        attempt = event.attempts + 1
-        if not await inbound.claim(session, inbound_id, timedelta(seconds=rt.loaded.config.workers.turn_timeout)):
-            return "being answered by another worker"
-        member = await members.profile(session, event.member_id)
+        reply = await effects.begin(session, f"reply-{waiting[0].id}", "reply")
+        planned = reply.result.get("inbound_ids")
+        batch = [m for m in waiting if m.id in planned] if planned else waiting  # a stored answer keeps its messages
+        spent = [m for m in batch if m.attempts >= MAX_ATTEMPTS]
+        if not spent:
+            await inbound.take(session, [m.id for m in batch], lease)
+            for m in batch:
+                await conversations.add_message(session, conversation_id, "user", m.user_id, m.text, m.ts, inbound_event_id=m.id)
+    if spent:  # attempts that died without a word (killed workers): give up on these
+        reason = f"gave up after {MAX_ATTEMPTS} attempts" + (f": {spent[0].error}" if spent[0].error else "")
+        turn = _Turn(spent, conversation_id, reply, spent[0].attempts)
+        await _give_up(rt, turn, reason, channel_gone=False)
+        return f"failed: {reason}"
+    turn = _Turn(batch, conversation_id, reply, batch[0].attempts + 1, retrying)
+    try:
+        return await _reply(rt, turn)
+    except Exception as exc:
+        return await _attempt_failed(rt, turn, exc)
+
+
+async def _reply(rt: Runtime, turn: _Turn) -> str:
+    lead, last = turn.lead, turn.last
+    channel = rt.channels(lead.platform, lead.member_id)
+    extra = {"run_id": f"turn-{lead.id}", "member": lead.member_id}
+    reply = turn.reply
+    if reply.status == "done":
+        return await _finish(rt, turn, channel, str(reply.result.get("text", "")), str(reply.result.get("ts", "")), posted=False)
+    text = reply.result.get("text")
+    if text and (ts := await _landed(channel, lead, turn.reply_thread, reply)):
+        return await _finish(rt, turn, channel, str(text), ts, posted=False)
+    if not text:
+        await _quietly(channel.set_working(last.channel, last.ts, turn.reply_thread), extra)
+        generated = await _generate(rt, turn, channel, extra)
+        if generated is None:
+            return "apologised"
+        text = generated
+        async with rt.db.session() as session:
+            await effects.remember_intent(session, reply.id, {"text": text, "inbound_ids": turn.ids})
+    else:
+        log.info("re-posting the stored answer (not asking the LLM again)", extra=extra)
+    ts = await channel.post(lead.channel, str(text), thread_ts=turn.reply_thread, effect_id=reply.id)
+    _observe_latency(rt, last)
+    return await _finish(rt, turn, channel, str(text), ts, posted=True)
+
+
+async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str, str]) -> str | None:
+    """The LLM turn; None when the LLM was unavailable (the person got an apology)."""
+    lead, last = turn.lead, turn.last
+    run_id = f"turn-{lead.id}"  # the same on every attempt: tool effects keep their ids
+    async with rt.db.session() as session:
+        member = await members.profile(session, lead.member_id)
         workspace = await members.workspace(session)
         colleagues = await members.profiles(session)
-        thread_key = event.thread_ts or ("" if event.kind in ("dm", "terminal") else event.ts)
-        conversation = await conversations.get_or_create(
-            session, event.member_id, event.platform, event.channel, thread_key, event.user_id if event.kind == "dm" else None
-        )
-        await conversations.add_message(
-            session, conversation.id, "user", event.user_id, event.text, event.ts, inbound_event_id=event.id
-        )
-        reply = await effects.begin(session, f"reply-{inbound_id}", "reply")
+        stored = await conversations.recent(session, turn.conversation_id, HISTORY_LIMIT)
     if member is None:
-        raise LookupError(f"member {event.member_id} not found")
-    run_id = f"turn-{inbound_id}-{attempt}"
-    extra = {"run_id": run_id, "member": member.id}
-    channel = rt.channels(event.platform, event.member_id)
-    reply_thread = event.thread_ts if event.kind in ("dm", "terminal") else (event.thread_ts or event.ts)
-
-    if reply.status == "done" or (reply.result.get("text") and await _landed(rt, channel, event, reply_thread, reply)):
-        return await _finish(rt, event, conversation.id, reply.result.get("text", ""), reply.id, channel, reply_thread)
-
-    await _quietly(channel.set_working(event.channel, event.ts, reply_thread), extra)
+        raise LookupError(f"member {lead.member_id} not found")
     ctx = ToolContext(
         member=member,
         channel=channel,
-        conversation_channel=event.channel,
-        thread_ts=reply_thread,
-        user_id=event.user_id,
+        conversation_channel=lead.channel,
+        thread_ts=turn.reply_thread,
+        user_id=last.user_id,
         run_id=run_id,
-        history=lambda limit: _history_lines(rt, conversation.id, limit),
+        history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
+        effects=_TurnEffects(rt, run_id),
     )
+    history = history_to_messages([(m.role, _speaker(m.role, m.author_id, m.text, lead.kind)) for m in stored])
+    llm = rt.loaded.config.llm
     try:
-        async with rt.db.session() as session:
-            stored = await conversations.recent(session, conversation.id, HISTORY_LIMIT)
-        history = history_to_messages(
-            [(m.role, _speaker(m.role, m.author_id, m.text, event.kind)) for m in _as_of(stored, event.ts)]
-        )
-        llm = rt.loaded.config.llm
         result = await asyncio.wait_for(
             run_turn(
                 rt.llm,
@@ -96,25 +222,41 @@ async def answer(rt: Runtime, inbound_id: int) -> str:
                 history,
                 resolve(member.tools),
                 ctx,
-                lambda u: _record_usage(rt, u, member.id, event.user_id, conversation.id, run_id),
+                lambda u: _record_usage(rt, u, member.id, last.user_id, turn.conversation_id, run_id),
             ),
             timeout=max(10, rt.loaded.config.workers.turn_timeout - 20),
         )
     except (LlmUnavailable, TimeoutError) as exc:
         kind = exc.kind if isinstance(exc, LlmUnavailable) else "timeout"
         log.warning("LLM unavailable: %s", kind, extra=extra)
-        await _apologise(rt, channel, event, reply_thread, kind, attempt)
-        await _quietly(channel.clear_working(event.channel, event.ts, reply_thread), extra)
-        return f"apologised ({kind})"
-
-    async with rt.db.session() as session:
-        await effects.remember_intent(session, reply.id, {"text": result.text})
-    ts = await channel.post(event.channel, result.text, thread_ts=reply_thread, effect_id=reply.id)
-    async with rt.db.session() as session:
-        await effects.finish(session, reply.id, {"text": result.text, "ts": ts})
+        await _apologise(rt, channel, turn, kind)
+        await _quietly(channel.clear_working(last.channel, last.ts, turn.reply_thread), extra)
+        return None
     log.info("answered in %d round(s), tools=%s", result.iterations, ",".join(result.tool_calls) or "-", extra=extra)
-    _observe_latency(rt, event)
-    return await _finish(rt, event, conversation.id, result.text, reply.id, channel, reply_thread)
+    return result.text
+
+
+@dataclass
+class _TurnEffects:
+    """The tools' effect log for one turn: the Nth effect of a kind has the same id on every
+    attempt (`turn-<first message id>-<kind>-<n>`), so a retried turn does it at most once."""
+
+    rt: Runtime
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def next_id(self, kind: str) -> str:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return f"{self.run_id}-{kind}-{self.counts[kind]}"
+
+    async def begin(self, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        async with self.rt.db.session() as session:
+            row, inserted = await effects.begin_with(session, effect_id, kind, intent)
+            return row.status, dict(row.result), not inserted
+
+    async def finish(self, effect_id: str, result: dict[str, Any]) -> None:
+        async with self.rt.db.session() as session:
+            await effects.finish(session, effect_id, result)
 
 
 def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
@@ -127,43 +269,103 @@ def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
         log.info("turn latency not recorded", exc_info=True)
 
 
-async def _finish(rt: Runtime, event: InboundEvent, conversation_id: int, text: str, effect_id: str, channel: Channel, reply_thread: str | None) -> str:
+async def _finish(rt: Runtime, turn: _Turn, channel: Channel, text: str, ts: str, *, posted: bool) -> str:
+    """One transaction: the post is done, its messages answered, the reply in the history.
+    The next turn of the conversation cannot start before this commits (it needs the lease)."""
     async with rt.db.session() as session:
-        done = await effects.get(session, effect_id)
-        ts = str(done.result.get("ts", "")) if done else ""
-        if await inbound.mark_answered(session, event.id, ts):  # the flip guards the message: stored once
-            await conversations.add_message(session, conversation_id, "assistant", event.member_id, text, ts or None)
-    await _quietly(channel.clear_working(event.channel, event.ts, reply_thread), {"member": event.member_id})
+        if posted or turn.reply.status != "done":
+            await effects.finish(session, turn.reply.id, {"text": text, "inbound_ids": turn.ids, "ts": ts})
+        if await inbound.mark_answered(session, turn.ids, ts):  # the flip guards the reply: stored once
+            await conversations.add_message(session, turn.conversation_id, "assistant", turn.lead.member_id, text, ts or None)
+    last = turn.last
+    await _quietly(channel.clear_working(last.channel, last.ts, turn.reply_thread), {"member": last.member_id})
     return f"answered {ts}"
 
 
-async def _landed(rt: Runtime, channel: Channel, event: InboundEvent, reply_thread: str | None, reply: Effect) -> bool:
-    """Crash path: did an earlier attempt's post land? If so, record it as done."""
+async def _landed(channel: Channel, event: InboundEvent, reply_thread: str | None, reply: Effect) -> str | None:
+    """Crash path: the ts of an earlier attempt's post, if it landed."""
     try:
-        ts = await channel.find_effect(event.channel, reply_thread, reply.id)
+        return await channel.find_effect(event.channel, reply_thread, reply.id)
     except ChannelError:
-        return False
-    if ts is None:
-        return False
+        return None
+
+
+async def _attempt_failed(rt: Runtime, turn: _Turn, exc: Exception) -> str:
+    """Retry what may pass later (RQ's Retry, by re-raising), up to MAX_ATTEMPTS; give up at
+    once on what cannot."""
+    reason = exc.code if isinstance(exc, ChannelError) else f"{type(exc).__name__}: {exc}"
+    extra = {"run_id": f"turn-{turn.lead.id}", "member": turn.lead.member_id}
+    if not is_permanent(exc) and turn.attempt < MAX_ATTEMPTS:
+        log.warning("turn attempt %d failed (%s); it will be retried", turn.attempt, reason, extra=extra)
+        async with rt.db.session() as session:
+            await inbound.note_error(session, turn.ids, reason)
+        turn.retrying.update(turn.ids)
+        raise exc
+    log.warning("giving up on a message after %d attempt(s): %s", turn.attempt, reason, extra=extra)
+    await _give_up(rt, turn, reason, channel_gone=is_permanent(exc))
+    return f"failed: {reason}"
+
+
+async def _give_up(rt: Runtime, turn: _Turn, reason: str, *, channel_gone: bool) -> None:
+    """`failed` with its reason, a line in the activity feed, and a word to the person: in the
+    conversation if it still works, else privately (a DM)."""
+    lead = turn.lead
     async with rt.db.session() as session:
-        await effects.finish(session, reply.id, {**reply.result, "ts": ts})
-    return True
+        await inbound.mark_failed(session, turn.ids, reason)
+        await activity.record(
+            session,
+            member_id=lead.member_id,
+            actor_type="member",
+            actor_id=lead.member_id,
+            action="message.failed",
+            description=f"Could not answer <@{lead.user_id}> in {lead.channel}: {reason}",
+            entity_type="inbound",
+            entity_id=str(lead.id),
+            run_id=f"turn-{lead.id}",
+            details={"inbound_ids": turn.ids, "reason": reason, "attempts": turn.attempt},
+        )
+        note = await effects.begin(session, f"failed-{lead.id}", "notice")
+    if note.status == "done":
+        return
+    try:
+        channel = rt.channels(lead.platform, lead.member_id)
+    except LookupError:
+        return
+    code = reason if channel_gone else ""
+    where = "" if lead.kind in ("dm", "terminal") else f" in <#{lead.channel}>"
+    quote = turn.last.text if len(turn.last.text) <= 80 else turn.last.text[:77] + "..."
+    text = GAVE_UP.format(where=where, quote=quote, why=_GAVE_UP_WHY.get(code, f"something went wrong on my side ({reason[:200]})"))
+    ts: str | None = None
+    if not channel_gone:
+        try:
+            ts = await channel.post(lead.channel, text, thread_ts=turn.reply_thread, effect_id=note.id)
+        except Exception as exc:  # noqa: BLE001 - then try a DM
+            log.info("failure notice not posted in the conversation: %s", exc)
+    if ts is None:
+        try:
+            ts = await channel.notify(turn.last.user_id, text, effect_id=note.id)
+        except Exception as exc:  # noqa: BLE001 - nowhere left to tell them; the status says it
+            log.warning("could not tell %s that their message failed: %s", turn.last.user_id, exc)
+    if ts is not None:
+        async with rt.db.session() as session:
+            await effects.finish(session, note.id, {"ts": ts})
 
 
-async def _apologise(rt: Runtime, channel: Channel, event: InboundEvent, reply_thread: str | None, kind: str, attempt: int) -> None:
+async def _apologise(rt: Runtime, channel: Channel, turn: _Turn, kind: str) -> None:
     text = APOLOGY.format(why=_WHY.get(kind, "the AI service had an error"))
-    effect_id = f"apology-{event.id}-{attempt}"
+    lead = turn.lead
+    effect_id = f"apology-{lead.id}-{turn.attempt}"
     async with rt.db.session() as session:
         row = await effects.begin(session, effect_id, "apology")
-        await inbound.mark_failed(session, event.id, kind)
+        await inbound.mark_failed(session, turn.ids, kind)
     if row.status == "done":
         return
     ts = await channel.post(
-        event.channel,
+        lead.channel,
         text,
-        thread_ts=reply_thread,
+        thread_ts=turn.reply_thread,
         effect_id=effect_id,
-        buttons=[Button(RETRY_TURN_ACTION, "Try again", str(event.id), style="primary")],
+        buttons=[Button(RETRY_TURN_ACTION, "Try again", str(turn.last.id), style="primary")],
     )
     async with rt.db.session() as session:
         await effects.finish(session, effect_id, {"ts": ts})
@@ -189,23 +391,6 @@ async def _history_lines(rt: Runtime, conversation_id: int, limit: int) -> list[
     async with rt.db.session() as session:
         rows = await conversations.recent(session, conversation_id, limit)
     return [HistoryLine(role=m.role, author_id=m.author_id, text=m.text, at=m.created_at.isoformat()) for m in rows]
-
-
-def _as_of(messages: list[Message], ts: str) -> list[Message]:
-    """The conversation as it stood when the person sent message `ts`, in platform order.
-
-    Several messages of one conversation can be answered at once (two quick DMs, several
-    people in a thread); each turn sees what came before its own message, and nothing after
-    it, so the history always ends with the message being answered."""
-
-    def at(message: Message) -> float:
-        try:
-            return float(message.platform_ts) if message.platform_ts else 0.0
-        except ValueError:
-            return 0.0
-
-    cutoff = float(ts)
-    return sorted((m for m in messages if at(m) <= cutoff), key=lambda m: (at(m), m.id))
 
 
 def _speaker(role: str, author_id: str, text: str, kind: str) -> str:

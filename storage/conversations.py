@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.inserts import insert_or_ignore
-from storage.models import Conversation, Message
+from storage.models import Conversation, Message, utcnow
 
 
 async def get_or_create(session: AsyncSession, member_id: str, platform: str, channel: str, thread_key: str, user_id: str | None) -> Conversation:
@@ -62,3 +64,31 @@ async def recent(session: AsyncSession, conversation_id: int, limit: int) -> lis
         select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id.desc()).limit(limit)
     )
     return list(reversed(list(rows.scalars())))
+
+
+async def take_turn(session: AsyncSession, conversation_id: int, holder: str, lease: timedelta) -> bool:
+    """Become the one turn answering this conversation, until `lease` runs out.
+
+    One conditional UPDATE decides it on every database (PostgreSQL re-checks the condition
+    after a concurrent writer commits; SQLite has one writer at a time), so two workers in
+    two processes never both win. A holder that died loses the conversation when its lease
+    runs out."""
+    now = utcnow()
+    result = await session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            or_(Conversation.turn_lease_until.is_(None), Conversation.turn_lease_until < now, Conversation.turn_holder == holder),
+        )
+        .values(turn_holder=holder, turn_lease_until=now + lease)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_turn(session: AsyncSession, conversation_id: int, holder: str) -> None:
+    """Let the next turn of the conversation start (only the holder can)."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.turn_holder == holder)
+        .values(turn_holder=None, turn_lease_until=None)
+    )

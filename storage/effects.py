@@ -20,6 +20,14 @@ async def begin(session: AsyncSession, effect_id: str, kind: str) -> Effect:
     return row
 
 
+async def begin_with(session: AsyncSession, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[Effect, bool]:
+    """Like `begin`, with the intent stored in the same insert; (row, True if this call made it)."""
+    inserted = await insert_or_ignore(session, Effect, {"id": effect_id, "kind": kind, "status": "started", "result": intent})
+    row = await session.get(Effect, effect_id, populate_existing=True)
+    assert row is not None
+    return row, inserted
+
+
 async def finish(session: AsyncSession, effect_id: str, result: dict[str, Any]) -> None:
     await session.execute(update(Effect).where(Effect.id == effect_id).values(status="done", result=result))
 

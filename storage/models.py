@@ -123,6 +123,9 @@ class Conversation(Base):
     channel: Mapped[str] = mapped_column(String(64))
     thread_key: Mapped[str] = mapped_column(String(64), default="")  # "" for a DM's main line
     user_id: Mapped[str | None] = mapped_column(String(64))  # the person, for DMs
+    # The turn answering this conversation now, until its lease runs out: one at a time.
+    turn_holder: Mapped[str | None] = mapped_column(String(64))
+    turn_lease_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -41,6 +41,9 @@ class TerminalChannel:
     async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
         return None
 
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+        return await self.post("", text)
+
     async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
         self.out.write(f"{self.name} is thinking…\n")
         self.out.flush()

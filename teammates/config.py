@@ -130,6 +130,8 @@ class WorkersConfig(_Strict):
     step_lease: float = Field(default=30, gt=0, description="s a worker holds a workflow step between heartbeats")
     reconcile_every: float = Field(default=15, gt=0, description="s between passes of the schedule/step reconciler")
     channel_post_interval: float = Field(default=1.0, ge=0, description="s between workflow posts to one channel")
+    sweep_every: float = Field(default=60, gt=0, description="s between passes of the sweeper that re-enqueues lost turns")
+    sweep_after: float = Field(default=180, ge=0, description="s a message waits unanswered before the sweeper re-enqueues it")
 
 
 class WorkflowsConfig(_Strict):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +32,6 @@ from teammates.runtime import prepare_database, slack_channels, worker_runtime
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY = 60.0
 SHUTDOWN_GRACE = 20.0
 
 
@@ -54,7 +54,7 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     socket_handlers = await connect_socket_mode(loaded, app[SLACK_APPS])
     log.info("listening on http://%s:%d (%d member(s) on Slack)", host, port, len(app[SLACK_APPS]))
-    sweeper = asyncio.create_task(_sweep_forever(db, inbox))
+    sweeper = asyncio.create_task(_sweep_forever(db, inbox, config.workers.sweep_every, timedelta(seconds=config.workers.sweep_after)))
     engine_rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis)
     reconciler = asyncio.create_task(_reconcile_forever(engine_rt, config.workers.reconcile_every))
     gc.collect()
@@ -85,15 +85,16 @@ async def _reconcile_forever(rt: Runtime, every: float) -> None:
         await asyncio.sleep(every)
 
 
-async def _sweep_forever(db: Database, inbox: Inbox) -> None:
-    """Re-enqueue messages whose job Redis lost; harmless when several processes do it."""
+async def _sweep_forever(db: Database, inbox: Inbox, every: float, after: timedelta) -> None:
+    """Re-enqueue messages whose job was lost (Redis lost it, or its worker died: its lease
+    ran out); harmless when several processes do it."""
     while True:
-        await asyncio.sleep(SWEEP_EVERY)
+        await asyncio.sleep(every)
         checkpoint = getattr(inbox.recorder, "checkpoint", None)
         if checkpoint is not None:
             await asyncio.to_thread(checkpoint)
         try:
-            count = await intake.sweep(db, inbox.redis, job_timeout=inbox.job_timeout)
+            count = await intake.sweep(db, inbox.redis, job_timeout=inbox.job_timeout, older_than=after)
             if count:
                 log.warning("re-enqueued %d unanswered message(s)", count)
         except Exception:  # noqa: BLE001

@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs import capacity
 from jobs.queues import redis_from_url
-from storage import usage
+from storage import inbound, usage
 from storage.db import Database
 from teammates.config import LoadedConfig
 
@@ -20,6 +20,7 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
         async with db.session() as session:
             tokens = await usage.totals_by_member(session)
             workflow_tokens = await usage.totals_by_workflow(session)
+            failed_count, failed = await inbound.failed(session)
     finally:
         await db.close()
     total = snap.turn_latency_buckets[-1][1] if snap.turn_latency_buckets else 0
@@ -33,6 +34,14 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
         },
         "tokens": tokens,  # per member: conversation turns and workflow agent steps together
         "workflow_tokens": workflow_tokens,  # per workflow: its agent steps, and how many runs used any
+        "failed_messages": {
+            "count": failed_count,
+            "latest": [
+                {"id": m.id, "member": m.member_id, "platform": m.platform, "channel": m.channel, "user": m.user_id,
+                 "attempts": m.attempts, "reason": m.error, "received_at": m.received_at.isoformat()}
+                for m in failed
+            ],
+        },
     }
     if as_json:
         say(json.dumps(report, indent=2, default=lambda v: None if v == float("inf") else v))
@@ -49,3 +58,6 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
         say(f"tokens {member}: {t['input']} in, {t['output']} out, {t['cache_read']} from cache, {t['cache_write']} cached")
     for name, t in sorted(workflow_tokens.items()):
         say(f"tokens of workflow {name}: {t['input']} in, {t['output']} out in {t['runs']} run(s)")
+    say(f"failed messages: {failed_count}" if failed_count else "failed messages: none")
+    for m in failed:
+        say(f"  #{m.id} {m.member_id} in {m.channel} from {m.user_id}, {m.attempts} attempt(s): {m.error}")

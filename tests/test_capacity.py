@@ -28,6 +28,19 @@ def replies_to(stack: Stack) -> Counter[str]:
     return Counter(p["text"] for p in stack.slack.posts_by(NOVA["token"]))
 
 
+def people_dming_nova(stack: Stack, count: int) -> list[tuple[str, str]]:
+    """`count` people, each with their own DM to Nova: (user id, DM channel id). Turns of one
+    conversation run one at a time and quick messages fold into one answer, so "one reply per
+    message" under load is measured across many conversations, as many people would send."""
+    people = []
+    for i in range(count):
+        user, dm = f"U0P{i:07d}", f"D0P{i:07d}"
+        stack.slack.add_user(user, f"person{i}")
+        stack.slack.add_im(dm, user, NOVA["user"])
+        people.append((user, dm))
+    return people
+
+
 def test_teammates_run_answers_and_stops_cleanly(stack: Stack) -> None:
     stack.llm.set_responder(echo())
     proc = stack.start("run", "run", "--host", "127.0.0.1", "--port", str(stack.port), "--workers", "2")
@@ -60,13 +73,15 @@ def test_sigterm_to_the_web_process_during_a_burst_loses_no_acked_message(stack:
     driver = stack.driver()
     acked: list[str] = []
     stop = threading.Event()
+    people = people_dming_nova(stack, 400)
 
     def burst() -> None:
         i = 0
         while not stop.is_set() and i < 400:
             i += 1
+            user, dm = people[i - 1]
             try:
-                status, _, _ = driver.dm(ANA, f"m{i}", channel=NOVA_DM)
+                status, _, _ = driver.dm(user, f"m{i}", channel=dm)
             except OSError:
                 continue
             if status == 200:
@@ -92,13 +107,13 @@ def test_two_web_processes_and_two_workers_answer_each_message_once(stack: Stack
     stack.start_worker("worker2")
     drivers = [stack.driver(), SlackDriver(f"http://127.0.0.1:{second_port}/slack/nova/events", NOVA["secret"], bot_user_id=NOVA["user"], slack=stack.slack)]
     sent = []
-    for i in range(100):
+    for i, (user, dm) in enumerate(people_dming_nova(stack, 100)):
         first, second = (drivers[0], drivers[1]) if i % 2 else (drivers[1], drivers[0])
-        status, event_id, ts = first.dm(ANA, f"q{i}", channel=NOVA_DM)
+        status, event_id, ts = first.dm(user, f"q{i}", channel=dm)
         assert status == 200
         sent.append(f"re: q{i}")
         if i % 3 == 0:  # Slack retries this one on the *other* web process
-            event = {"type": "message", "user": ANA, "text": f"q{i}", "ts": ts, "channel": NOVA_DM, "channel_type": "im"}
+            event = {"type": "message", "user": user, "text": f"q{i}", "ts": ts, "channel": dm, "channel_type": "im"}
             assert second.send_event(event, event_id=event_id, retry_num=1)[0] == 200
     wait_until(lambda: set(sent) <= set(replies_to(stack)), timeout=60, what="all 100 answered")
     time.sleep(1.0)

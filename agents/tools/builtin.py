@@ -54,8 +54,29 @@ class PostMessageInput(BaseModel):
     PostMessageInput,
 )
 async def post_message(ctx: ToolContext, args: PostMessageInput) -> dict[str, Any]:
+    """An effect: recorded `started` before the post and `done` after, under an id that a
+    retried turn gives its Nth post again, so a retry never posts twice."""
     channel = args.channel.strip().removeprefix("<#").split("|")[0].removesuffix(">")
-    effect_id = f"{ctx.run_id}-{ctx.call_id}"
+    if ctx.effects is None:
+        return await _post(ctx, channel, args, f"{ctx.run_id}-{ctx.call_id}")
+    effect_id = ctx.effects.next_id("post")
+    status, stored, existed = await ctx.effects.begin(effect_id, "post", {"channel": channel, "text": args.text})
+    if status == "done":
+        return {"posted": True, "channel": stored.get("channel", channel), "ts": stored.get("ts")}
+    if existed:  # an earlier attempt may have posted before it died: look before posting again
+        try:
+            ts = await ctx.channel.find_effect(str(stored.get("channel", channel)), args.thread_ts, effect_id)
+        except ChannelError:
+            ts = None
+        if ts is not None:
+            await ctx.effects.finish(effect_id, {**stored, "ts": ts})
+            return {"posted": True, "channel": stored.get("channel", channel), "ts": ts}
+    result = await _post(ctx, channel, args, effect_id)
+    await ctx.effects.finish(effect_id, {"channel": channel, "text": args.text, "ts": result["ts"]})
+    return result
+
+
+async def _post(ctx: ToolContext, channel: str, args: PostMessageInput, effect_id: str) -> dict[str, Any]:
     try:
         ts = await ctx.channel.post(channel, args.text, thread_ts=args.thread_ts, effect_id=effect_id)
     except ChannelError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from agents.channels import Channel
 from agents.members import MemberProfile
@@ -17,6 +18,23 @@ class HistoryLine:
     at: str
 
 
+class EffectLog(Protocol):
+    """Where a tool records an outbound effect (`started` before, `done` after), so a retried
+    turn does each effect at most once: the Nth effect of a kind in a turn keeps its id on
+    every attempt of that turn."""
+
+    def next_id(self, kind: str) -> str:
+        """The id of this turn's next effect of `kind` (the same on every attempt)."""
+        ...
+
+    async def begin(self, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        """Record the intent unless a row exists; (status, result, existed before this call)."""
+        ...
+
+    async def finish(self, effect_id: str, result: dict[str, Any]) -> None:
+        ...
+
+
 @dataclass(frozen=True)
 class ToolContext:
     member: MemberProfile
@@ -27,3 +45,4 @@ class ToolContext:
     run_id: str
     history: Callable[[int], Awaitable[list[HistoryLine]]]
     call_id: str = ""  # the model's tool_use id: makes each call's effects distinct
+    effects: EffectLog | None = None  # None: effects are not recorded (no retry to guard)

@@ -82,6 +82,11 @@ class SlackChannel:
         response = await self._call("chat_postMessage", **kwargs)
         return str(response["ts"])
 
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+        """A DM to the person: conversations.open finds (or opens) it, then a post."""
+        opened = await self._call("conversations_open", users=user_id)
+        return await self.post(str(opened["channel"]["id"]), text, effect_id=effect_id)
+
     async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
         """Page through the channel's history (newest first) or the thread's replies (oldest
         first) until the post carrying `effect_id` is found, so a post that landed is found

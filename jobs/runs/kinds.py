@@ -263,6 +263,9 @@ class _NoChannel:
     async def lookup_user(self, *_: Any) -> None:
         raise ChannelError("not_connected", self.reason)
 
+    async def notify(self, *_: Any, **__: Any) -> str:
+        raise ChannelError("not_connected", self.reason)
+
 
 def _channel(rt: Runtime, platform: str, member_id: str) -> Channel:
     try:

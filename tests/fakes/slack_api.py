@@ -246,10 +246,12 @@ class FakeSlack:
         self._home_views: dict[str, str] = {}
         self._calls: list[Json] = []
         self._failures: dict[str, deque[_Failure]] = {}
+        self._channel_failures: dict[str, str] = {}  # channel id -> error for every call on it
         self._delay = 0.0
         self._next_delays: dict[str, deque[float]] = {}  # method -> one-shot delays, after the call took effect
         self._read_limit: int | None = None  # cap on history/replies pages (Tier 1: 15)
         self._after: dict[str, deque[Callable[[], None]]] = {}  # method -> one-shot actions after a call
+        self._method_delays: dict[str, float] = {}
         self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
         self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # xapp- token -> open sockets
@@ -493,6 +495,11 @@ class FakeSlack:
         apps outside the Marketplace (at most 15 messages a page, whatever `limit` asks)."""
         with self._lock:
             self._read_limit = limit
+    def delay_method(self, method: str, seconds: float) -> None:
+        """Answer `method` (e.g. "chat.postMessage") `seconds` after it took effect: the post is
+        visible in the channel before its poster hears back."""
+        with self._lock:
+            self._method_delays[method] = max(0.0, float(seconds))
 
     def fail_next(
         self,
@@ -510,6 +517,15 @@ class FakeSlack:
             queue = self._failures.setdefault(method, deque())
             for _ in range(times):
                 queue.append(_Failure(status, error, retry_after, body))
+
+    def fail_channel(self, channel: str, error: str | None = "channel_not_found") -> None:
+        """Every call naming `channel` fails with ok:false `error` until called with None
+        (the channel was deleted, archived, or the bot removed from it)."""
+        with self._lock:
+            if error is None:
+                self._channel_failures.pop(channel, None)
+            else:
+                self._channel_failures[channel] = error
 
     # ------------------------------------------------------------------ inspection
 
@@ -819,7 +835,7 @@ class FakeSlack:
         status, headers, payload = self._process(method, token, params)
         with self._lock:
             pending = self._next_delays.get(method)
-            delay = self._delay + (pending.popleft() if pending else 0.0)
+            delay = self._delay + self._method_delays.get(method, 0.0) + (pending.popleft() if pending else 0.0)
         if delay:
             await asyncio.sleep(delay)
         if _RAW in payload:
@@ -889,6 +905,9 @@ class FakeSlack:
         if bot is None:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
         headers = {"x-oauth-scopes": SCOPES, "x-accepted-oauth-scopes": ""}
+        blocked = self._channel_failures.get(str(params.get("channel") or params.get("channel_id") or ""))
+        if blocked:
+            return 200, headers, {"ok": False, "error": blocked}
         try:
             result = handler(bot, params)
         except _ApiError as exc:
