@@ -149,9 +149,9 @@ def _check_expression(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("true, false or a template such as \"{{ steps.review.approved }}\"")
-    problem = templates.check_syntax(value)
+    problem = templates.check(value)
     if problem:
-        raise _problem(f"template syntax error: {problem}")
+        raise _problem(problem)
     if templates.single_expression(value) is None:
         raise _problem(
             "expected exactly one template expression such as \"{{ steps.review.approved }}\""
@@ -178,9 +178,9 @@ def _check_items(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("a list or a template such as \"{{ steps.find.output }}\"")
-    problem = templates.check_syntax(value)
+    problem = templates.check(value)
     if problem:
-        raise _problem(f"template syntax error: {problem}")
+        raise _problem(problem)
     if templates.single_expression(value) is None:
         raise _problem(
             "expected exactly one template expression such as \"{{ steps.find.output }}\""
@@ -696,9 +696,9 @@ class WorkflowDefinition(_Strict):
             seen.add(step.id)
         for _, where, step in walked:
             for key, text in _template_strings(step):
-                problem = templates.check_syntax(text)
+                problem = templates.check(text)
                 if problem:
-                    raise _problem(f"{where}.{key}: template syntax error: {problem}")
+                    raise _problem(f"{where}.{key}: {problem}")
         return self
 
 
