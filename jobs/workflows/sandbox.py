@@ -45,9 +45,9 @@ from markupsafe import EscapeFormatter, Markup
 
 MAX_SIZE = 1_000_000  # characters of a string, or characters + items of a list/dict (nested)
 MAX_INT_BITS = 256  # about 1.2e77: far beyond any count, amount or id (a UUID is 128)
-MAX_RANGE = 100_000  # numbers in one range() (Jinja's own default)
+MAX_RANGE = 10_000  # numbers in one range() (Jinja allows 100,000: more than a render's steps)
 MAX_DEPTH = 100  # nesting of lists and dicts
-MAX_STEPS = 250_000  # loop iterations + calls + filters + operators in one render
+MAX_STEPS = 100_000  # loop iterations + calls + filters + operators in one render (~0.05 s)
 MAX_WORK = 20_000_000  # characters of text built in one render (intermediate strings too)
 MAX_LIPSUM_WORDS = 20_000
 MAX_SECONDS = 2.0  # CPU seconds; a backstop only: the structural bounds end a render well before
