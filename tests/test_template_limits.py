@@ -109,6 +109,13 @@ def test_a_template_over_a_limit_fails_its_step_quickly_with_a_clear_error(text:
     assert fast
 
 
+@pytest.mark.parametrize("text", ["{{ " + "[" * 2000 + "]" * 2000 + " }}", "{% if 1 %}" * 300 + "{% endif %}" * 300])
+def test_deep_nesting_is_a_clear_error_at_apply_and_at_run_time(text: str) -> None:
+    assert check(text) == "template syntax error: nested too deeply"
+    message, fast = failure(text)
+    assert message.startswith("step 'draft': prompt: ") and "RecursionError" in message and fast
+
+
 def test_ordinary_templates_are_untouched_by_the_limits() -> None:
     assert render("{{ inputs.items | length * 2 }}", CONTEXT, step="s", key="k") == 6
     assert render("{{ 'a' * 1000 }}", CONTEXT, step="s", key="k") == "a" * 1000

@@ -146,9 +146,9 @@ def check(text: str) -> str | None:
         return f"template syntax error: {problem}"
     if not _has_template(text):
         return None
-    tree = _ENV.parse(text)
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     try:
+        tree = _ENV.parse(text)
+        assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
         with sandbox.budget():
             for node in _constant_expressions(tree, assigned):
                 try:
@@ -161,6 +161,8 @@ def check(text: str) -> str | None:
                     continue
     except sandbox.BudgetError:
         return None
+    except RecursionError:
+        return "template syntax error: nested too deeply"
     return None
 
 
@@ -178,6 +180,8 @@ def check_syntax(text: str) -> str | None:
     except TemplateSyntaxError as exc:
         line = f" (line {exc.lineno})" if "\n" in text.strip() else ""
         return f"{exc.message}{line}"
+    except RecursionError:  # Jinja's parser and compiler recurse once per level of nesting
+        return "nested too deeply"
     return None
 
 
