@@ -294,3 +294,9 @@ def test_published_schema_is_current() -> None:
     assert json.loads(json.dumps(schema)) == schema
     published = json.loads((ROOT / "docs" / "workflow.schema.json").read_text(encoding="utf-8"))
     assert published == schema, "run: python -m jobs.workflows.definition > docs/workflow.schema.json"
+
+
+def test_foreach_concurrency_is_capped() -> None:
+    assert rejected(edited("concurrency: 5", "concurrency: 1000")) == (
+        "payments.yml: steps[remind].concurrency: expected at most 50 (found 1000)"
+    )

@@ -442,3 +442,69 @@ def test_a_handoff_starts_the_other_members_run_and_its_listeners_once_even_when
     assert again["steps"][0]["attempts"] == 2, "the step really ran again"
     assert again["steps"][0]["output"] == handed
     assert len(runs_of("chase")) == 1 and len(runs_of("on-handoff")) == 1
+
+
+def test_apply_refuses_a_template_over_a_limit_within_a_second(stack: Stack) -> None:
+    import resource
+
+    def cpu_of_children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    document = ("name: boom\nmember: nova\ntrigger: {manual: {}}\n"
+                "steps:\n  - id: shout\n    post: {channel: C0GENERAL1, text: \"{{ 'a' * 10**9 }}\"}\n")
+    (stack.workdir / "fine.yml").write_text(document.replace("10**9", "10").replace("boom", "fine"))
+    (stack.workdir / "boom.yml").write_text(document)
+    before = cpu_of_children()
+    assert stack.cli("workflow", "apply", "fine.yml").returncode == 0
+    baseline, before = cpu_of_children() - before, cpu_of_children()
+    result = stack.cli("workflow", "apply", "boom.yml")
+    refused = cpu_of_children() - before
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("teammates: boom.yml: steps[shout].post.text: exceeds a template limit:"
+                                     " a value larger than 1,000,000 characters or items")
+    # What the CLI costs beyond starting up (CPU time: neighbours on a busy machine do not count).
+    assert refused - baseline < 1, (refused, baseline)
+    assert "boom" not in stack.cli("workflow", "list").stdout
+
+
+def test_a_template_over_a_limit_fails_its_step_quickly_and_the_worker_carries_on(stack: Stack) -> None:
+    stack.up()
+    apply(stack, """
+name: heavy
+member: nova
+trigger: {manual: {}}
+inputs: [{name: n, type: integer, default: 9}, {name: big, type: integer, default: 10000}]
+steps:
+  - id: power
+    post: {channel: C0GENERAL1, text: "{{ 9 ** 9 ** inputs.n }}"}
+    on_error: continue
+  - id: loops
+    post: {channel: C0GENERAL1, text: "{% for i in range(inputs.big) %}{% for j in range(inputs.big) %}{% endfor %}{% endfor %}done"}
+    on_error: continue
+  - id: after
+    post: {channel: C0GENERAL1, text: "still here"}
+""")
+    import psutil
+
+    worker = psutil.Process(stack.procs["worker"].pid)
+
+    def cpu_of_run(*inputs: str) -> tuple[dict[str, Any], float]:
+        before = sum(worker.cpu_times()[:2])
+        run = wait_status(stack, start(stack, "heavy", *inputs), "completed", "failed", timeout=30)
+        return run, sum(worker.cpu_times()[:2]) - before
+
+    light, _ = cpu_of_run("n=1", "big=2")  # the same run with harmless numbers; warms the worker up
+    assert [s["status"] for s in light["steps"]] == ["done", "done", "done"], light
+    run, cpu = cpu_of_run()
+    assert run["status"] == "completed", run
+    power, loops, after = run["steps"]
+    assert power["status"] == "failed" and power["error"].startswith("step 'power': post.text: exceeds a template limit: a number larger than 2**256"), power
+    assert loops["status"] == "failed" and loops["error"].startswith("step 'loops': post.text: exceeds a template limit: more than 100,000 loop iterations"), loops
+    assert after["status"] == "done"
+    # The warm worker spent under a second on the whole run (CPU time: on a busy machine the wall
+    # clock measures the neighbours); before the limits the nested loop ran 10**8 iterations.
+    assert cpu < 1, cpu
+    posts = stack.slack.wait_for_posts(4, token=NOVA["token"])
+    assert [p["text"] for p in posts] == ["387420489", "done", "still here", "still here"]
+    assert stack.procs["worker"].poll() is None and stack.procs["web"].poll() is None

@@ -149,9 +149,9 @@ def _check_expression(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("true, false or a template such as \"{{ steps.review.approved }}\"")
-    problem = templates.check_syntax(value)
+    problem = templates.check(value)
     if problem:
-        raise _problem(f"template syntax error: {problem}")
+        raise _problem(problem)
     if templates.single_expression(value) is None:
         raise _problem(
             "expected exactly one template expression such as \"{{ steps.review.approved }}\""
@@ -178,9 +178,9 @@ def _check_items(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("a list or a template such as \"{{ steps.find.output }}\"")
-    problem = templates.check_syntax(value)
+    problem = templates.check(value)
     if problem:
-        raise _problem(f"template syntax error: {problem}")
+        raise _problem(problem)
     if templates.single_expression(value) is None:
         raise _problem(
             "expected exactly one template expression such as \"{{ steps.find.output }}\""
@@ -532,6 +532,11 @@ class ConditionStep(_StepBase):
     condition: Condition
 
 
+MAX_FOREACH_CONCURRENCY = 50
+"""At most this many children of one foreach run at once: each holds a worker and a lease, so
+a larger number only starves every other run on the same workers."""
+
+
 class ForeachStep(_StepBase):
     """Run `steps` once per item (as `item`, or the name in `as`), up to `concurrency` at once.
 
@@ -539,7 +544,8 @@ class ForeachStep(_StepBase):
 
     kind: ClassVar[str] = "foreach"
     foreach: Items
-    concurrency: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=1, ge=1, le=MAX_FOREACH_CONCURRENCY,
+                             description=f"children run at once (1 to {MAX_FOREACH_CONCURRENCY})")
     as_: Identifier = Field(default="item", alias="as", description="the name of the current item")
     steps: list[Step] = Field(min_length=1)
 
@@ -696,9 +702,9 @@ class WorkflowDefinition(_Strict):
             seen.add(step.id)
         for _, where, step in walked:
             for key, text in _template_strings(step):
-                problem = templates.check_syntax(text)
+                problem = templates.check(text)
                 if problem:
-                    raise _problem(f"{where}.{key}: template syntax error: {problem}")
+                    raise _problem(f"{where}.{key}: {problem}")
         return self
 
 
@@ -865,6 +871,8 @@ def _describe(exc: ValidationError, raw: Any) -> str:
         return f"{prefix}{_kind_problem(node, 'trigger', list(_TRIGGER_TAGS))}"
     if kind == "greater_than_equal":
         return f"{prefix}expected at least {err.get('ctx', {}).get('ge')}{_found(err, where)}"
+    if kind == "less_than_equal":
+        return f"{prefix}expected at most {err.get('ctx', {}).get('le')}{_found(err, where)}"
     if kind == "too_short":
         return f"{prefix}expected at least {err.get('ctx', {}).get('min_length', 1)} item(s)"
     shown = _found(err, where)

@@ -6,6 +6,9 @@ Three rules a reader must not break:
   sandbox: no dunder attributes, no calling `list.append` on the run's own state.
 - **Strict.** An unknown variable is an error naming the step, the key and the dotted variable
   (`steps.find.outptu`), never an empty string that silently reaches a client.
+- **Bounded.** Every value a template builds, every loop and every render has a size, number,
+  step and time limit (`jobs.workflows.sandbox`); going past one is a `TemplateError` naming the
+  step, at run time, and a refusal at `apply` when the expression is constant.
 - **Types survive.** A string that is exactly one `{{ expression }}` evaluates to the
   expression's Python value (a list for `foreach`, a bool for `when`, an int for a tool
   argument); text around the braces renders a string.
@@ -24,7 +27,8 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.runtime import StrictUndefined, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from jobs.workflows import sandbox
 
 REDACTED = "[secret]"
 
@@ -47,8 +51,9 @@ class TemplateError(Exception):
         super().__init__(f"step '{step}': {key}: {self.problem}")
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The one environment every workflow template runs in (strict, no autoescape, exact text)."""
+class _Environment(sandbox.BoundedEnvironment):
+    """The one environment every workflow template runs in (strict, bounded, no autoescape,
+    exact text)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -132,6 +137,39 @@ def render(value: Any, context: Mapping[str, Any], *, step: str, key: str) -> An
     return value
 
 
+def check(text: str) -> str | None:
+    """Why `text` cannot be a workflow template (one line, saying what kind of problem), or None.
+
+    A syntax error, or an expression that uses no variable and already breaks a limit
+    (`{{ 'a' * 10**9 }}`, `{{ 9**9**9 }}`): what `workflow apply` refuses. Such expressions are
+    evaluated here inside the sandbox's bounds, so the check itself stays fast; an expression the
+    bounds stop for being slow rather than big is left to fail at run time.
+    """
+    problem = check_syntax(text)
+    if problem is not None:
+        return f"template syntax error: {problem}"
+    if not _has_template(text):
+        return None
+    try:
+        tree = _ENV.parse(text)
+        assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        with sandbox.budget():
+            for node in _constant_expressions(tree, assigned):
+                try:
+                    sandbox.expression(_ENV, node)()
+                except sandbox.BudgetError:
+                    raise
+                except sandbox.LimitError as exc:
+                    return f"exceeds a template limit: {exc}"
+                except Exception:  # noqa: S112 - any other failure is the run's to report, with its data
+                    continue
+    except sandbox.BudgetError:
+        return None
+    except RecursionError:
+        return "template syntax error: nested too deeply"
+    return None
+
+
 def check_syntax(text: str) -> str | None:
     """Why `text` is not a valid template (one line), or None when it is.
 
@@ -146,6 +184,8 @@ def check_syntax(text: str) -> str | None:
     except TemplateSyntaxError as exc:
         line = f" (line {exc.lineno})" if "\n" in text.strip() else ""
         return f"{exc.message}{line}"
+    except RecursionError:  # Jinja's parser and compiler recurse once per level of nesting
+        return "nested too deeply"
     return None
 
 
@@ -231,14 +271,20 @@ def _render_text(text: str, context: Mapping[str, Any], *, step: str, key: str) 
     if not _has_template(text):
         return text
     try:
-        source = single_expression(text)
-        if source is not None:
-            result = _expression(source)(dict(context))
-            undefined = _first_undefined(result)
-            if undefined is not None:
-                undefined._fail_with_undefined_error()
-            return result
-        return _template(text).render(dict(context))
+        with sandbox.budget():
+            source = single_expression(text)
+            if source is not None:
+                result = _expression(source)(dict(context))
+                undefined = _first_undefined(result)
+                if undefined is not None:
+                    undefined._fail_with_undefined_error()
+                return sandbox.checked(result)
+            rendered = _template(text).render(dict(context))
+            if len(rendered) > sandbox.MAX_SIZE:
+                raise sandbox.LimitError(f"output longer than {sandbox.MAX_SIZE:,} characters")
+            return rendered
+    except sandbox.LimitError as exc:
+        raise TemplateError(step, key, problem=f"exceeds a template limit: {exc}") from None
     except SecurityError as exc:
         raise TemplateError(step, key, problem=f"not allowed: {_safe(str(exc), context)}") from None
     except UndefinedError as exc:
@@ -249,6 +295,23 @@ def _render_text(text: str, context: Mapping[str, Any], *, step: str, key: str) 
     except Exception as exc:  # a template is user code: any failure is the user's to fix
         problem = f"cannot evaluate: {type(exc).__name__}: {_safe(str(exc), context)}"
         raise TemplateError(step, key, problem=problem) from None
+
+
+def _constant_expressions(node: nodes.Node, assigned: set[str]) -> Iterator[nodes.Expr]:
+    """The largest expressions in `node` that use no variable (only Jinja's globals such as
+    `range`): what can be evaluated before any run, the same at every run."""
+    for child in node.iter_child_nodes():
+        if isinstance(child, nodes.Expr) and not isinstance(child, nodes.Literal) and _is_constant(child, assigned):
+            yield child
+        else:
+            yield from _constant_expressions(child, assigned)
+
+
+def _is_constant(node: nodes.Expr, assigned: set[str]) -> bool:
+    for name in node.find_all(nodes.Name):
+        if name.name in assigned or name.name not in _ENV.globals:
+            return False
+    return not any(True for _ in node.find_all((nodes.ContextReference, nodes.DerivedContextReference)))
 
 
 def _first_undefined(value: Any) -> Undefined | None:
