@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, text
 
 from jobs.workflows.definition import DefinitionError, load_definition
-from jobs.workflows.templates import redact
+from jobs.workflows.templates import redact, redact_value
 from storage.db import Database
 from storage.models import Secret
 from tests.conftest import GENERAL, NOVA, Stack
@@ -66,6 +66,7 @@ def test_redaction_covers_what_a_tool_could_echo() -> None:
     for name, form in forms(CANARY).items():
         assert CANARY not in (shown := redact(f"got <{form}> back", [CANARY])) and form not in shown, name
     assert redact("the cat sat", ["cat"]) == "the [secret] sat"  # short values: exact matches only
+    assert redact_value({"pin": 48213, "count": 3, "text": ["at 48213"]}, ["48213"]) == {"pin": "[secret]", "count": 3, "text": ["at [secret]"]}
 
 
 @pytest.mark.parametrize("template", ["{{ secrets.X }}", "{{ secrets['X'] | upper }}", "{{ secrets | list }}",

@@ -259,6 +259,9 @@ def redact_value(value: Any, secrets: Iterable[str]) -> Any:
         return {redact_value(k, values): redact_value(v, values) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v, values) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and values:
+        shown = redact(str(value), values)  # a numeric secret (a PIN) echoed back as a number
+        return shown if shown != str(value) else value
     return value
 
 
