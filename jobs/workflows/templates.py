@@ -153,6 +153,7 @@ class SecretsView(Mapping[str, str]):
         return redact(text, self.used_values())
 
 
+@functools.lru_cache(maxsize=2048)
 def reads_secrets(text: str) -> bool:
     """Does the template `text` refer to `secrets` at all (`secrets.X`, `secrets['X']`,
     `secrets | list`, `{% set s = secrets %}`...)? Decided on Jinja's syntax tree, not the
