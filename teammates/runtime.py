@@ -4,6 +4,7 @@ This is the only place outside `bot/` that knows which platforms exist."""
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 from sqlalchemy import inspect
@@ -13,8 +14,11 @@ from bot.slack.channel import SlackChannel, web_client
 from jobs.queues import redis_from_url
 from jobs.runtime import Runtime, llm_client
 from storage import members
+from storage import secrets as secret_store
 from storage.db import Database
 from teammates.config import ConfigError, LoadedConfig
+
+log = logging.getLogger(__name__)
 
 
 def slack_channels(loaded: LoadedConfig) -> ChannelProvider:
@@ -43,7 +47,8 @@ def worker_runtime(loaded: LoadedConfig) -> Runtime:
 
 
 async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
-    """Check the schema is there, then seed the workspace and members from the file."""
+    """Check the schema is there, seed the workspace and members from the file, and bring stored
+    secrets to the current ciphertext format."""
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
     if "members" not in tables:
@@ -56,6 +61,14 @@ async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
             [p.model_dump() for p in config.people],
             [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy"}) for m in config.members],
         )
+    if config.secrets_key:
+        # Secrets stored in the first format (SHA-256 of the passphrase) move to v2 (scrypt, or
+        # the key as a Fernet key) the first time a process starts with the key.
+        async with db.session() as session:
+            _, unreadable = await secret_store.reencrypt_legacy(session, config.secrets_key)
+        if unreadable:
+            log.warning("secrets %s cannot be decrypted with the configured secrets_key; left as they are "
+                        "(steps that read them fail)", ", ".join(unreadable))
 
 
 def _safe_url(loaded: LoadedConfig) -> str:

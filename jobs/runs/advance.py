@@ -46,8 +46,8 @@ async def advance_in(session: Any, run_id: str, settings: RunSettings,
         return ("no such run" if run is None else f"run {run.status}"), []
     definition = await load_version(session, run.workflow_id, run.version)
     rows = await store.steps(session, run_id)
-    view = templates.SecretsView(await secrets.values(session, settings.secrets_key))
-    outcome = await advance_run(session, run, definition, rows, view, settings, feed)
+    # A walk never reads secrets (only tool step args may): it never touches the secrets table.
+    outcome = await advance_run(session, run, definition, rows, secrets.refusing(), settings, feed)
     await activity.record_many(session, feed)
     return outcome
 

@@ -5,15 +5,13 @@ database too (tests and benches open several)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from jobs.workflows.definition import Step, WorkflowDefinition, as_document, iter_steps
+from jobs.workflows.definition import Step, WorkflowDefinition, iter_steps
 from storage import workflows as store
 
 _CACHE_LIMIT = 5000
 _DEFINITIONS: dict[tuple[str, int, int], WorkflowDefinition] = {}
-_SECRET_USERS: dict[int, bool] = {}
 
 
 def cached_version(session: Any, workflow_id: int, version: int, document: dict[str, Any]) -> WorkflowDefinition:
@@ -34,14 +32,6 @@ async def load_version(session: Any, workflow_id: int, version: int) -> Workflow
     return cached
 
 
-def uses_secrets(definition: WorkflowDefinition) -> bool:
-    """Does any template of the definition read `secrets`? (cached per definition object)"""
-    key = id(definition)
-    if key not in _SECRET_USERS:
-        _SECRET_USERS[key] = "secrets." in json.dumps(as_document(definition))
-    return _SECRET_USERS[key]
-
-
 def find_step(definition: WorkflowDefinition, path: str) -> Step:
     """The step a path points at (`remind[3]/draft` -> draft): ids are unique per workflow."""
     wanted = path.rsplit("/", 1)[-1].split("[")[0]
@@ -54,7 +44,6 @@ def find_step(definition: WorkflowDefinition, path: str) -> Step:
 def _remember(key: tuple[str, int, int], definition: WorkflowDefinition) -> WorkflowDefinition:
     if len(_DEFINITIONS) > _CACHE_LIMIT:
         _DEFINITIONS.clear()
-        _SECRET_USERS.clear()
     _DEFINITIONS[key] = definition
     return definition
 

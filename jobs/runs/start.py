@@ -10,12 +10,11 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.runs import queueing
+from jobs.runs import queueing, secrets
 from jobs.runs.advance import Queued, advance_run
-from jobs.runs.definitions import cached_version, load_version, uses_secrets
+from jobs.runs.definitions import cached_version, load_version
 from jobs.runs.inputs import InputError, resolve_inputs
 from jobs.runs.settings import RunSettings
-from jobs.workflows import templates
 from jobs.workflows.definition import EventTrigger
 from storage import activity
 from storage import workflows as store
@@ -69,13 +68,10 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
         description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
         entity_id=workflow.name, run_id=run_id,
     )]
-    if uses_secrets(definition):
-        await activity.record_many(session, feed)
-        return run_id, [("", definition.steps[0])]  # needs the secrets key: a worker advances it
     # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
     fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values,
                         depth=depth)
-    _, to_queue = await advance_run(session, fresh, definition, {}, templates.SecretsView({}), settings, feed)
+    _, to_queue = await advance_run(session, fresh, definition, {}, secrets.refusing(), settings, feed)
     await activity.record_many(session, feed)
     return run_id, to_queue
 

@@ -44,16 +44,18 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
             return "run finished"
         definition = await load_version(session, run.workflow_id, run.version)
         rows = await store.steps(session, run_id)
-        secret_view = templates.SecretsView(await secrets.values(session, config.secrets_key))
         plan = Walk(max_foreach_items=config.max_foreach_items)
-        walk(definition.steps, "", run_context(run, secret_view), rows, plan)
+        walk(definition.steps, "", run_context(run, secrets.refusing()), rows, plan)
         ctx = plan.contexts.get(path)
+        step = find_step(definition, path)
+        # Only a tool step's args read secrets, and only this step's: decrypted on first read.
+        secret_view = await secrets.view_for(session, step, config.secrets_key)
         attempt = await store.claim_step(session, run_id, path, utcnow() + lease)
     if attempt is None:
         return "step taken or finished"
     if ctx is None:
         raise LookupError(f"step {path} is not open in run {run_id}")
-    step = find_step(definition, path)
+    ctx = {**ctx, "secrets": secret_view}
     extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
     outcome: Any
     try:

@@ -728,9 +728,40 @@ def load_definition(text: str, *, source: str = "<workflow>") -> WorkflowDefinit
     if not isinstance(raw, dict):
         raise DefinitionError(f"{source}: expected a mapping with name, member, trigger and steps at the top level")
     try:
-        return WorkflowDefinition.model_validate(raw)
+        definition = WorkflowDefinition.model_validate(raw)
     except ValidationError as exc:
         raise DefinitionError(_one_line(f"{source}: {_describe(exc, raw)}")) from None
+    misplaced = secret_placement(definition)
+    if misplaced:
+        raise DefinitionError(_one_line(f"{source}: {misplaced[0]}"))
+    return definition
+
+
+def secret_placement(definition: WorkflowDefinition) -> list[str]:
+    """Every place the definition reads `secrets` other than a tool step's `args` (one line
+    each, naming the step and key); empty when secrets are only where they may go.
+
+    Checked on Jinja's syntax tree (`secrets['X']`, `secrets | list`, `{% set s = secrets %}`
+    count too). Not part of model validation on purpose: versions stored before this check
+    still load, and at run time every template outside tool args reads a view that refuses."""
+    problems: list[str] = []
+    rest = as_document(definition)
+    rest.pop("steps", None)
+    for key, text in _strings(rest, ""):
+        if templates.reads_secrets(text):
+            problems.append(f"{key}: {_SECRETS_ONLY_IN_TOOL_ARGS}")
+    for _, where, step in _walk(definition.steps, "", "steps"):
+        for key, text in _template_strings(step):
+            in_args = isinstance(step, ToolStep) and (key == "args" or key.startswith(("args.", "args[")))
+            if not in_args and templates.reads_secrets(text):
+                problems.append(f"{where}.{key}: {_SECRETS_ONLY_IN_TOOL_ARGS}")
+    return problems
+
+
+_SECRETS_ONLY_IN_TOOL_ARGS = (
+    "reads secrets, which may only be used in a tool step's args (never in a message, prompt, "
+    "approval, handoff, condition or input)"
+)
 
 
 def json_schema() -> dict[str, Any]:

@@ -13,15 +13,20 @@ Three rules a reader must not break:
   expression's Python value (a list for `foreach`, a bool for `when`, an int for a tool
   argument); text around the braces renders a string.
 
-Secrets reach templates as a `SecretsView`, which records the names a run read so the caller can
-`redact` those values from logs, outputs and error messages.
+Secrets reach templates as a `SecretsView` (in tool step args only; see `reads_secrets` for the
+check at apply), which decrypts a value on first read and records the names read so the caller
+can `redact` those values, and their usual encodings, from logs, outputs and error messages.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
+import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import nodes
@@ -72,32 +77,69 @@ class _Environment(sandbox.BoundedEnvironment):
 _ENV = _Environment()
 
 
+class SecretAccessError(Exception):
+    """A template read `secrets` where it may not (outside a tool step's args), or a secret
+    that cannot be decrypted. The message names the secret, never its value."""
+
+
 class SecretsView(Mapping[str, str]):
     """The workspace's secrets as templates see them (`{{ secrets.NAME }}`).
 
-    Reading a value records its name in `used`, so a run can redact exactly what it touched.
-    Its repr shows names only: printing the view (or `{{ secrets }}`) never leaks a value.
+    A value is decrypted on its first read (`opener`), and only then: a step that reads no
+    secret never decrypts one, and a row that cannot be decrypted fails only the steps that
+    read it. Reading a value records its name in `used`, so a run can redact exactly what it
+    touched. A view made with `refused` answers every read with that reason (secrets are read
+    only in tool step args). Its repr shows names only: printing the view never leaks a value.
     A secret whose name clashes with a mapping method (`items`, `get`, ...) is read as
     `{{ secrets['items'] }}`.
     """
 
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = dict(values)
+    def __init__(self, values: Mapping[str, str] | None = None, *, names: Iterable[str] = (),
+                 opener: Callable[[str], str] | None = None, refused: str | None = None) -> None:
+        self._read: dict[str, str] = {}
+        self._values = dict(values or {})
+        self._names = frozenset(names) | frozenset(self._values)
+        self._opener = opener
+        self._refused = refused
         self._used: set[str] = set()
 
+    @classmethod
+    def refusing(cls, reason: str) -> SecretsView:
+        """A view whose every read fails with `reason`."""
+        return cls(refused=reason)
+
     def __getitem__(self, name: str) -> str:
-        value = self._values[name]
+        if self._refused is not None:
+            raise SecretAccessError(self._refused)
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._read:
+            if name in self._values:
+                self._read[name] = self._values[name]
+            else:
+                assert self._opener is not None
+                try:
+                    self._read[name] = self._opener(name)
+                except ValueError as exc:  # the store's SecretKeyError: names the secret only
+                    raise SecretAccessError(str(exc)) from None
         self._used.add(name)
-        return value
+        return self._read[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        if self._refused is not None:
+            raise SecretAccessError(self._refused)
+        return iter(sorted(self._names))
 
     def __len__(self) -> int:
-        return len(self._values)
+        if self._refused is not None:
+            raise SecretAccessError(self._refused)
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return self._refused is None and name in self._names
 
     def __repr__(self) -> str:
-        return f"<secrets: {', '.join(sorted(self._values)) or 'none'}>"
+        return f"<secrets: {', '.join(sorted(self._names)) or 'none'}>"
 
     __str__ = __repr__
 
@@ -107,17 +149,28 @@ class SecretsView(Mapping[str, str]):
         return frozenset(self._used)
 
     def used_values(self) -> list[str]:
-        """Values of the secrets read so far: what `redact` must remove from this run's text."""
-        return [self._values[name] for name in sorted(self._used)]
+        """Values of the secrets read so far: what `redact` must remove from this run's text.
+        (A value is only ever known to this process once read, so no other can leak.)"""
+        return [self._read[name] for name in sorted(self._used)]
 
     def redact(self, text: str) -> str:
-        """`text` with every secret value (used or not) replaced by a marker."""
-        return redact(text, self._all_values())
+        """`text` with every secret value read so far (and its usual encodings) replaced."""
+        return redact(text, self.used_values())
 
-    def _all_values(self) -> list[str]:
-        # Error messages are redacted with every value, read or not: a failed lookup can echo
-        # a value (`{{ x[secrets.TOKEN] }}`) before the read is what the run meant to do.
-        return list(self._values.values())
+
+@functools.lru_cache(maxsize=2048)
+def reads_secrets(text: str) -> bool:
+    """Does the template `text` refer to `secrets` at all (`secrets.X`, `secrets['X']`,
+    `secrets | list`, `{% set s = secrets %}`...)? Decided on Jinja's syntax tree, not the
+    text, so spacing, quoting and filters do not hide a read. Not a template, or one that does
+    not parse (its syntax error is reported elsewhere): False."""
+    if not _has_template(text):
+        return False
+    try:
+        tree = _ENV.parse(text)  # parse only: constant folding happens at compile time
+    except TemplateSyntaxError:
+        return False
+    return any(node.name == "secrets" for node in tree.find_all(nodes.Name))
 
 
 def render(value: Any, context: Mapping[str, Any], *, step: str, key: str) -> Any:
@@ -226,13 +279,16 @@ def is_truthy(value: Any) -> bool:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of every (non-empty) secret value replaced by `[secret]`.
+    """`text` with every (non-empty) secret value replaced by `[secret]`, and with it what a
+    tool could echo of it: any letter case, reversed, URL-, JSON-, HTML-, hex- and
+    base64-encoded (also inside a longer base64 text, such as a Basic auth header).
 
-    Longer values are replaced first, so a secret that contains another is removed whole.
-    """
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    Values shorter than four characters are matched only exactly, so redacting them does not
+    shred ordinary words."""
+    values = tuple(sorted({s for s in secrets if s}))
+    if not values or not text:
+        return text
+    return _redaction_pattern(values).sub(REDACTED, text)
 
 
 def redact_value(value: Any, secrets: Iterable[str]) -> Any:
@@ -244,6 +300,9 @@ def redact_value(value: Any, secrets: Iterable[str]) -> Any:
         return {redact_value(k, values): redact_value(v, values) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v, values) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and values:
+        shown = redact(str(value), values)  # a numeric secret (a PIN) echoed back as a number
+        return shown if shown != str(value) else value
     return value
 
 
@@ -252,6 +311,43 @@ def redact_value(value: Any, secrets: Iterable[str]) -> Any:
 
 def _has_template(text: str) -> bool:
     return any(marker in text for marker in _MARKERS)
+
+
+@functools.lru_cache(maxsize=64)
+def _redaction_pattern(values: tuple[str, ...]) -> re.Pattern[str]:
+    forms: set[str] = set()
+    for value in values:
+        forms.add(value)
+        if len(value) >= _MIN_TRANSFORMED:
+            forms.update(_encodings(value))
+    alternatives = sorted((f for f in forms if f), key=len, reverse=True)  # longest first
+    return re.compile("|".join(re.escape(f) for f in alternatives), re.IGNORECASE)
+
+
+_MIN_TRANSFORMED = 4
+
+
+def _encodings(value: str) -> set[str]:
+    """What a tool may echo instead of the value itself (matched in any letter case)."""
+    raw = value.encode()
+    found = {value.strip(), value[::-1], urllib.parse.quote(value, safe=""), urllib.parse.quote(value),
+             urllib.parse.quote_plus(value), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             html.escape(value), raw.hex(), repr(value)[1:-1], value.encode("unicode_escape").decode()}
+    found |= {v[::-1] for v in list(found)}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode, base64.b32encode):
+        found.add(encode(raw).decode().rstrip("="))
+    # Inside a longer base64 text the value starts at any of three byte offsets; the characters
+    # that depend on the value's bytes alone are the same whatever surrounds it.
+    for offset in (1, 2):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        start, end = -(-8 * offset // 6), (8 * offset + 8 * len(raw)) // 6
+        for text in (encoded[start:end], encoded[start:end].replace("+", "-").replace("/", "_")):
+            if len(text) >= 8:
+                found.add(text)
+    encoded = base64.b64encode(raw).decode()
+    if len(raw) % 3 and len(encoded[: 8 * len(raw) // 6]) >= 8:
+        found.add(encoded[: 8 * len(raw) // 6])  # followed by more bytes: the last char differs
+    return found
 
 
 @functools.lru_cache(maxsize=2048)
@@ -285,6 +381,8 @@ def _render_text(text: str, context: Mapping[str, Any], *, step: str, key: str) 
             return rendered
     except sandbox.LimitError as exc:
         raise TemplateError(step, key, problem=f"exceeds a template limit: {exc}") from None
+    except SecretAccessError as exc:
+        raise TemplateError(step, key, problem=str(exc)) from None
     except SecurityError as exc:
         raise TemplateError(step, key, problem=f"not allowed: {_safe(str(exc), context)}") from None
     except UndefinedError as exc:
@@ -334,7 +432,7 @@ def _first_undefined(value: Any) -> Undefined | None:
 def _safe(message: str, context: Mapping[str, Any]) -> str:
     secrets = context.get("secrets")
     if isinstance(secrets, SecretsView):
-        return redact(message, secrets._all_values())
+        return secrets.redact(message)
     return message
 
 
