@@ -65,6 +65,8 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
         await handler.close_async()
     await runner.cleanup()
     handoff.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handoff
     if not await inbox.pending.drain(give_up_after=5.0):
         log.warning("%d recorded message(s) not enqueued; the sweeper will", len(inbox.pending))
     await db.close()
