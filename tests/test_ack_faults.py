@@ -123,7 +123,10 @@ def _outage_then_back(stack: Stack, own_redis: RedisServer, down: Any, up: Any) 
     assert [status for _, status in acks] == [200] * len(acks)
     slowest = max(elapsed for elapsed, _ in acks)
     assert slowest < ACK_LIMIT, f"slowest ack {slowest:.3f} s: {acks}"
-    stack.slack.wait_for_posts(2, token=NOVA["token"], timeout=30)
+    try:
+        stack.slack.wait_for_posts(2, token=NOVA["token"], timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- web\n{stack.logs('web')[-3000:]}\n--- worker\n{stack.logs('worker')[-3000:]}") from None
     time.sleep(2.0)  # a second answer would come within this
     assert sorted(p["text"] for p in stack.slack.posts_by(NOVA["token"])) == ["About 2041.", "About 2042."]
     assert len(stack.llm.requests) == 2
