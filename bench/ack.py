@@ -1,9 +1,11 @@
 """Slack ack latency of `teammates serve` against a bare slack-bolt app, same load, same run.
 
 Why: Slack redelivers any event not acked within 3 s, and teammates acks only after the
-event is recorded in the database and its turn job enqueued in Redis. This measures what that
-durable hand-off costs over a Bolt app that only acks (bench/bare_bolt.py), with both targets
-hit by the same open-loop load in alternating blocks so machine noise lands on both alike.
+event is recorded in the database (its turn job is enqueued in Redis right after the ack).
+This measures what that durable hand-off costs over a Bolt app that only acks
+(bench/bare_bolt.py), with both targets hit by the same open-loop load in alternating blocks
+so machine noise lands on both alike. Since the enqueue follows the ack, the bench also checks
+that every acked event did become a queued job, and how long after the load the last one took.
 
 Everything runs on 127.0.0.1: redis-server, FakeSlack (Bolt calls auth.test on the first
 request), SQLite in a temp dir, `teammates serve` and the bare app as subprocesses.
@@ -97,8 +99,17 @@ class Rig(Stack):
         for name, url in self.urls.items():
             self.wait_healthy(name, url, timeout=30.0)
 
-    def queued_turns(self) -> int:
-        return int(redis.Redis.from_url(self.redis_url).llen("rq:queue:turns"))
+    def queued_turns(self, expected: int, wait: float = 10.0) -> tuple[int, float]:
+        """Turn jobs in Redis once `expected` are there or `wait` seconds passed (the enqueue
+        follows the ack); the count and the seconds it took after the load ended."""
+        client = redis.Redis.from_url(self.redis_url)
+        started = time.perf_counter()
+        while True:
+            queued = int(client.llen("rq:queue:turns"))
+            elapsed = time.perf_counter() - started
+            if queued >= expected or elapsed > wait:
+                return queued, elapsed
+            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- load
@@ -178,20 +189,24 @@ async def load(urls: dict[str, str], rate: float, seconds: float, warmup: float,
 # ---------------------------------------------------------------- report
 
 
-def measure(args: argparse.Namespace) -> tuple[dict[str, Stats], int]:
-    """Start the rig, run the load; each target's Stats and how many turn jobs are queued."""
+Result = tuple[dict[str, Stats], int, float]
+
+
+def measure(args: argparse.Namespace) -> Result:
+    """Start the rig, run the load; each target's Stats, how many turn jobs are queued and how
+    long after the load the last of them took to appear."""
     rig = Rig()
     try:
         log(f"starting redis-server, FakeSlack, teammates serve and the bare app in {rig.tmp}")
         rig.start()
         stats = asyncio.run(load(rig.urls, args.rate, args.seconds, args.warmup, args.block))
-        return stats, rig.queued_turns()
+        return stats, *rig.queued_turns(stats["teammates"].acked_total)
     finally:
         rig.close()
 
 
-def report(result: tuple[dict[str, Stats], int], args: argparse.Namespace) -> None:
-    stats, queued = result
+def report(result: Result, args: argparse.Namespace) -> None:
+    stats, queued, settle = result
     rows = {name: s.row() for name, s in stats.items()}
     ratio = {p: rows["teammates"][p] / rows["bare"][p] if rows["bare"][p] else float("nan") for p in ("p50_ms", "p99_ms")}
     acked = stats["teammates"].acked_total
@@ -200,7 +215,7 @@ def report(result: tuple[dict[str, Stats], int], args: argparse.Namespace) -> No
             "rate": args.rate, "seconds": args.seconds, "warmup": args.warmup, "block": args.block,
             "schedule": "interleaved blocks, bare first", "targets": rows,
             "ratio_p50": ratio["p50_ms"], "ratio_p99": ratio["p99_ms"], "target_ratio": 1.5,
-            "queued": queued, "acked_by_teammates": acked,
+            "queued": queued, "acked_by_teammates": acked, "queued_within_s_after_load": settle,
         }, indent=2))
         return
     print(f"open loop, {args.rate:g} events/s, {args.seconds:g} s per target after {args.warmup:g} s warm-up; "
@@ -215,12 +230,13 @@ def report(result: tuple[dict[str, Stats], int], args: argparse.Namespace) -> No
                   f"{r['warmup_failures']} failure(s) during warm-up")
     print(f"ratio p99 teammates/bare = {ratio['p99_ms']:.2f} (target <= 1.5)")
     print(f"ratio p50 teammates/bare = {ratio['p50_ms']:.2f} (target <= 1.5)")
-    print(f"queued: {queued} of {acked} (rq:queue:turns vs events acked by teammates, warm-up included)")
+    print(f"queued: {queued} of {acked} (rq:queue:turns vs events acked by teammates, warm-up included), "
+          f"{settle * 1000:.0f} ms after the load ended")
 
 
-def sound(result: tuple[dict[str, Stats], int], _args: argparse.Namespace) -> bool:
+def sound(result: Result, _args: argparse.Namespace) -> bool:
     """No request failed and every event teammates acked is a queued job."""
-    stats, queued = result
+    stats, queued, _settle = result
     bad = any(s.bad_status or s.errors or s.warmup_failures for s in stats.values()) or queued != stats["teammates"].acked_total
     return not bad
 

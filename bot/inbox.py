@@ -1,25 +1,31 @@
 """What the web process does with a message once an adapter has translated it: the durable
-hand-off to storage and RQ (see `jobs.intake`), shared by every platform."""
+hand-off to storage, then to RQ after the ack (see `jobs.intake`), shared by every platform."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from redis import Redis
 
 from agents.messages import InboundMessage
 from jobs import intake
+from jobs.pending import PendingTurns
 from storage.db import Database
 from storage.recorder import InboundRecorder, recorder_for
+
+# The longest an ack waits for SQLite's write lock before it answers 5xx (nothing recorded,
+# so the platform's redelivery is safe): Slack gives us 3 s, the other acks must go on.
+ACK_BUSY_WAIT = 0.1
 
 ACCEPTED = Counter("teammates_inbound_total", "Inbound messages by outcome", ["member", "platform", "outcome"])
 HANDOFF = Histogram(
     "teammates_handoff_seconds",
-    "Time to record and enqueue an inbound message (inside the platform's ack)",
+    "Time to record an inbound message (inside the platform's ack; the job is enqueued after it)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+PENDING = Gauge("teammates_handoff_pending", "Recorded messages whose turn job is not in Redis yet")
 
 
 @dataclass
@@ -28,15 +34,19 @@ class Inbox:
     redis: Redis
     job_timeout: int
     recorder: InboundRecorder = field(init=False)
+    pending: PendingTurns = field(init=False)
 
     def __post_init__(self) -> None:
-        self.recorder = recorder_for(self.db)
+        self.recorder = recorder_for(self.db, busy_wait=ACK_BUSY_WAIT)
+        self.pending = PendingTurns(self.redis, self.job_timeout)
+        PENDING.set_function(lambda: len(self.pending))
 
     async def accept(self, msg: InboundMessage) -> int | None:
-        """Record and enqueue; raises when that failed, so the adapter answers 5xx."""
+        """Record; raises when that failed (`RecorderBusy` included), so the adapter answers
+        5xx. Once this returns the message will be answered: the adapter acks."""
         started = time.perf_counter()
         try:
-            inbound_id = await intake.accept(self.recorder, self.redis, msg, job_timeout=self.job_timeout)
+            inbound_id = await intake.accept(self.recorder, self.pending, msg)
         except Exception:
             ACCEPTED.labels(msg.member_id, msg.platform, "error").inc()
             raise
@@ -45,4 +55,4 @@ class Inbox:
         return inbound_id
 
     async def retry(self, inbound_id: int) -> bool:
-        return await intake.retry(self.db, self.redis, inbound_id, job_timeout=self.job_timeout)
+        return await intake.retry(self.db, self.pending, inbound_id)

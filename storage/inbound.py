@@ -107,3 +107,15 @@ async def failed(session: AsyncSession, limit: int = 20) -> tuple[int, list[Inbo
         select(InboundEvent).where(InboundEvent.status == "failed").order_by(InboundEvent.id.desc()).limit(limit)
     )
     return int(count or 0), list(rows.scalars())
+
+
+async def awaiting_first_turn(session: AsyncSession, limit: int = 1000) -> list[int]:
+    """Ids of messages recorded and never taken by a worker (newest `limit`), for the web
+    process's start-up catch-up of hand-offs a dead process left unfinished."""
+    rows = await session.execute(
+        select(InboundEvent.id)
+        .where(InboundEvent.status == "received", InboundEvent.attempts == 0)
+        .order_by(InboundEvent.id.desc())
+        .limit(limit)
+    )
+    return sorted(rows.scalars())

@@ -40,7 +40,7 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     config = loaded.config
     db = Database(config.database_url)
     await prepare_database(loaded, db)
-    redis = queues.redis_from_url(config.redis_url)
+    redis = queues.redis_for_web(config.redis_url)
     inbox = Inbox(db=db, redis=redis, job_timeout=config.workers.turn_timeout)
     app = create_app(loaded, db, inbox)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
@@ -54,6 +54,7 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     socket_handlers = await connect_socket_mode(loaded, app[SLACK_APPS])
     log.info("listening on http://%s:%d (%d member(s) on Slack)", host, port, len(app[SLACK_APPS]))
+    handoff = asyncio.create_task(inbox.pending.run(db))
     sweeper = asyncio.create_task(_sweep_forever(db, inbox, config.workers.sweep_every, timedelta(seconds=config.workers.sweep_after)))
     engine_rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis)
     reconciler = asyncio.create_task(_reconcile_forever(engine_rt, config.workers.reconcile_every))
@@ -68,31 +69,43 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     await runner.cleanup()
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    handoff.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handoff
+    if not await inbox.pending.drain(give_up_after=5.0):
+        log.warning("%d recorded message(s) not enqueued; the sweeper will", len(inbox.pending))
     await db.close()
 
 
 async def _reconcile_forever(rt: Runtime, every: float) -> None:
     """Schedules and steps: queue every active schedule's next slot, catch up missed ones,
     hand steps of dead workers to others, wake due timers. Harmless when several processes
-    run it: slots and steps are unique in the database."""
+    run it: slots and steps are unique in the database. Each part of a pass is guarded on its
+    own: an error is logged and the loop goes on (one failing part never stops the other, nor
+    later passes)."""
     assert rt.redis is not None
+    redis = rt.redis
     while True:
-        try:
-            await schedules.reconcile(rt.db, rt.redis)
-            await reconcile_runs(rt)
-        except Exception:  # noqa: BLE001
-            log.exception("reconcile failed")
+        for what, part in (("schedules", lambda: schedules.reconcile(rt.db, redis)), ("runs", lambda: reconcile_runs(rt))):
+            try:
+                await part()
+            except Exception:  # noqa: BLE001
+                log.exception("reconcile of %s failed", what)
         await asyncio.sleep(every)
 
 
 async def _sweep_forever(db: Database, inbox: Inbox, every: float, after: timedelta) -> None:
     """Re-enqueue messages whose job was lost (Redis lost it, or its worker died: its lease
-    ran out); harmless when several processes do it."""
+    ran out); harmless when several processes do it.
+    Like the reconciler, an error in one pass is logged and never ends the loop."""
     while True:
         await asyncio.sleep(every)
         checkpoint = getattr(inbox.recorder, "checkpoint", None)
-        if checkpoint is not None:
-            await asyncio.to_thread(checkpoint)
+        try:
+            if checkpoint is not None:
+                await asyncio.to_thread(checkpoint)
+        except Exception:  # noqa: BLE001
+            log.exception("WAL checkpoint failed")
         try:
             count = await intake.sweep(db, inbox.redis, job_timeout=inbox.job_timeout, older_than=after)
             if count:

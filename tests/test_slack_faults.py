@@ -66,8 +66,13 @@ def test_message_acked_just_before_the_web_process_dies_is_still_answered(stack:
     assert status == 200
     stack.stop("web", sig=signal.SIGKILL)
     stack.start_worker()
+    # The turn job is enqueued after the ack, so the dead process may never have handed it to
+    # Redis: the recorded row is the hand-off, and the web process started again takes it over
+    # (the sweeper of any other web process would, within minutes).
+    stack.start_web()
     [reply] = stack.slack.wait_for_posts(1, token=NOVA["token"])
     assert reply["text"] == "Still here."
+    assert len(stack.slack.wait_for_posts(1, token=NOVA["token"])) == 1
 
 
 def test_two_members_in_one_process_answer_with_their_own_tokens(stack: Stack) -> None:
@@ -143,9 +148,9 @@ def test_health_names_redis_when_it_is_down(stack: Stack) -> None:
     stack.start("web", "serve", "--host", "127.0.0.1", "--port", str(stack.port))
     body = wait_until(lambda: _health(stack.url), timeout=30, what="healthz to answer")
     assert body == (503, {"status": "unavailable", "database": "ok", "redis": "unreachable"})
-    # A message that cannot be queued is refused with 5xx, so Slack delivers it again later.
+    # A message is still acked: it is recorded, and its job waits for Redis (tests/test_ack_faults.py).
     status, _, _ = stack.driver().dm(ANA, "hello?", channel=NOVA_DM)
-    assert status >= 500
+    assert status == 200
 
 
 def test_metrics_without_a_token_are_not_on_the_public_port(stack: Stack) -> None:
