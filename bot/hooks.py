@@ -60,7 +60,7 @@ async def webhook(request: web.Request) -> web.Response:
     if not isinstance(payload, dict):
         return web.json_response({"error": "body must be a JSON object (the run's input)"}, status=400)
     try:
-        run_id = await start_run(db, request.app[INBOX].redis, name, "webhook", payload)
+        run_id = await start_run(db, request.app[INBOX].redis, name, "webhook", payload, defer=True)
     except InputError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"run_id": run_id}, status=202)

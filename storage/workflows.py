@@ -189,10 +189,10 @@ async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until:
     return result.scalar_one_or_none()
 
 
-async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun]:
+async def expired_steps(session: AsyncSession, limit: int = 200, now: datetime | None = None) -> list[StepRun]:
     """Steps whose worker died mid-attempt, queued steps whose job was lost, and
     waits/timeouts that are due."""
-    now = utcnow()
+    now = now or utcnow()
     rows = await session.execute(
         select(StepRun)
         .where(
@@ -204,15 +204,27 @@ async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun
     return list(rows.scalars())
 
 
-async def stalled_runs(session: AsyncSession, quiet_for: timedelta, limit: int = 200) -> list[str]:
-    """Runs with no step queued, running, retrying or waiting and no advance for `quiet_for`:
-    their next advance was lost (a worker died in it, or Redis lost it)."""
+async def queued_steps(session: AsyncSession, lease_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    """(run id, path) of queued steps whose queue lease ends before `lease_before`: queued a
+    while ago (a queued step's lease is its queueing time plus the grace), so its job should be
+    in Redis by now, or taken."""
+    rows = await session.execute(
+        select(StepRun.run_id, StepRun.step_path)
+        .where(StepRun.status == "queued", StepRun.lease_until < lease_before)
+        .limit(limit)
+    )
+    return [(run_id, path) for run_id, path in rows.all()]
+
+
+async def stalled_runs(session: AsyncSession, quiet_for: timedelta, limit: int = 200, now: datetime | None = None) -> list[str]:
+    """Runs with no step queued, running, retrying or waiting (or no step row at all) and no
+    advance for `quiet_for`: their next advance is due (the caller checks it is not queued)."""
     busy = select(StepRun.run_id).where(StepRun.status.in_(("queued", "running", "retrying", "waiting")))
     rows = await session.execute(
         select(WorkflowRun.id)
         .where(
             WorkflowRun.status.in_(("running", "waiting")),
-            WorkflowRun.updated_at < utcnow() - quiet_for,
+            WorkflowRun.updated_at < (now or utcnow()) - quiet_for,
             WorkflowRun.id.not_in(busy),
         )
         .limit(limit)
