@@ -107,6 +107,7 @@ _STEP_ROWS = (
 )
 _UPDATE_STEP = update(_STEP_TABLE).where(_STEPS.run_id == bindparam("b_run_id"), _STEPS.step_path == bindparam("b_path"))
 _UPDATE_STEP_IF = _UPDATE_STEP.where(_STEPS.status.in_(bindparam("b_statuses", expanding=True)))
+_UPDATE_STEP_IF_MINE = _UPDATE_STEP_IF.where(_STEPS.attempt == bindparam("b_attempt"))
 _CLAIM_STEP = (
     _UPDATE_STEP.where((_STEPS.status == "queued") | ((_STEPS.status == "running") & (_STEPS.lease_until < bindparam("b_now"))))
     .values(status="running", attempt=_STEPS.attempt + 1)
@@ -170,12 +171,20 @@ async def add_step(session: AsyncSession, run_id: str, path: str, status: str, o
     )
 
 
-async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None, **values: Any) -> bool:
-    """A plain UPDATE (no ORM bookkeeping: `steps` always re-reads, so nothing goes stale)."""
+async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None,
+                      where_attempt: int | None = None, **values: Any) -> bool:
+    """A plain UPDATE (no ORM bookkeeping: `steps` always re-reads, so nothing goes stale).
+    `where_attempt` (with `where_status`): only while the row is still that attempt's, i.e.
+    no other worker has claimed the step since."""
     keys: dict[str, Any] = {"b_run_id": run_id, "b_path": path}
+    statement = _UPDATE_STEP
     if where_status is not None:
         keys["b_statuses"] = list(where_status)
-    result = await session.execute(_UPDATE_STEP if where_status is None else _UPDATE_STEP_IF, {**values, **keys})
+        statement = _UPDATE_STEP_IF
+        if where_attempt is not None:
+            keys["b_attempt"] = where_attempt
+            statement = _UPDATE_STEP_IF_MINE
+    result = await session.execute(statement, {**values, **keys})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

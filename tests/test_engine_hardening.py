@@ -16,7 +16,7 @@ import redis as redis_lib
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from tests.conftest import Stack
+from tests.conftest import GENERAL, NOVA, Stack
 from tests.fakes.anthropic_api import Reply
 from tests.test_workflows import apply, runtime, start, wait_status
 
@@ -204,3 +204,55 @@ steps:
     queue.empty()
     assert asyncio.run(go("requeue")) == "1"
     assert step_timeouts() == [930]
+
+
+def test_a_step_whose_lease_went_to_another_worker_stops_and_its_side_effect_happens_once(stack: Stack) -> None:
+    """Worker A is inside a slow model call of an agent step when its lease runs out (a stall)
+    and another worker claims the step. A's next heartbeat finds the row is that later
+    attempt: A stops ("lost its lease") before its model answers and never posts; the post is
+    made once, by the attempt that holds the lease."""
+
+    def answer(body: dict[str, Any]) -> Reply:
+        if "tool_result" in json.dumps(body["messages"]):
+            return Reply(text="posted")
+        return Reply(tool_uses=[{"name": "post_message", "input": {"channel": GENERAL, "text": "posted once"}}], delay=3)
+
+    stack.llm.set_responder(answer)
+    stack.up()
+    apply(stack, """
+name: announce
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: tell
+    agent: nova
+    prompt: "Announce it"
+""")
+    run_id = start(stack, "announce")
+    stack.llm.wait_for_requests(1)  # worker A waits for the model
+
+    async def lease(claim: bool) -> int | None:
+        from sqlalchemy import update
+
+        from storage import workflows as store
+        from storage.models import StepRun, utcnow
+
+        rt = runtime(stack)
+        try:
+            async with rt.db.session() as session:  # one transaction: A's heartbeat cannot come between
+                await session.execute(update(StepRun).where(StepRun.run_id == run_id, StepRun.status == "running")
+                                      .values(lease_until=utcnow() - timedelta(seconds=1)))
+                if claim:  # what another worker's job does with an expired lease
+                    return await store.claim_step(session, run_id, "tell", utcnow() + timedelta(seconds=60))
+            return None
+        finally:
+            await rt.db.close()
+
+    assert asyncio.run(lease(claim=True)) == 2
+    time.sleep(4.5)  # A's model has answered by now: A would have posted
+    assert stack.slack.posts_by(NOVA["token"]) == [], "the worker that lost its lease went on"
+    assert "lost its lease" in stack.logs("worker")
+    asyncio.run(lease(claim=False))  # the other worker dies in turn: the reconciler hands the step on
+    run = wait_status(stack, run_id, "completed", "failed")
+    assert run["status"] == "completed" and run["steps"][0]["attempts"] == 3, run
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"])] == ["posted once"]
