@@ -256,3 +256,41 @@ steps:
     run = wait_status(stack, run_id, "completed", "failed")
     assert run["status"] == "completed" and run["steps"][0]["attempts"] == 3, run
     assert [p["text"] for p in stack.slack.posts_by(NOVA["token"])] == ["posted once"]
+
+
+def test_a_run_the_web_process_starts_is_advanced_by_a_worker(stack: Stack) -> None:
+    """The web process's reconciler catches up a missed slot: it records the run and queues its
+    first advance as a job (templates never render on the web loop, nor while an ack may wait
+    on the write lock); a worker then walks it to the end."""
+    assert stack.cli("workflow", "list").returncode == 0
+    connection = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+
+    async def main(phase: str) -> Any:
+        from jobs import schedules
+        from jobs.workflows.definition import as_document, load_definition
+        from storage import workflows as store
+
+        rt = runtime(stack)
+        assert rt.redis is not None
+        try:
+            async with rt.db.session() as session:
+                if phase == "catch up":
+                    row, _, _ = await store.apply(session, as_document(load_definition(
+                        'name: hourly\nmember: nova\ntrigger: {schedule: "0 * * * *"}\n'
+                        'steps: [{id: now, tool: current_time}]')))
+                    row.created_at = datetime.now(UTC) - timedelta(hours=2)
+            if phase == "catch up":
+                now = datetime.now(UTC).replace(minute=10, second=0, microsecond=0)
+                await schedules.reconcile(rt.db, rt.redis, now=now)
+            async with rt.db.session() as session:
+                [run] = await store.runs(session)
+                return run.id, run.status, list(await store.steps(session, run.id))
+        finally:
+            await rt.db.close()
+
+    run_id, status, steps = asyncio.run(main("catch up"))
+    assert (status, steps) == ("running", [])  # recorded; nothing rendered or walked yet
+    jobs = Queue("workflows", connection=connection).get_job_ids()
+    assert [j.split("-")[0] for j in jobs] == ["adv"], jobs
+    _burst(stack)
+    assert asyncio.run(main("after"))[1:] == ("completed", ["now"])

@@ -12,7 +12,7 @@ from typing import Any
 from redis import Redis
 
 from jobs.runs import queueing, secrets
-from jobs.runs.definitions import load_version
+from jobs.runs.definitions import load_version, uses_secrets
 from jobs.runs.settings import RunSettings
 from jobs.runs.walk import Walk, run_context, walk
 from jobs.workflows import templates
@@ -26,19 +26,29 @@ Queued = list[tuple[str, Step]]
 
 
 async def advance(db: Database, redis: Redis, run_id: str, settings: RunSettings) -> str:
-    """Queue whatever can run now; finish the run when nothing is left."""
+    """Queue whatever can run now; finish the run when nothing is left. Secrets are decrypted
+    (only for a definition that reads them) before the write transaction begins, so the run's
+    lock (on SQLite: the database's write lock) is never held while decrypting."""
+    async with db.session() as session:  # reads only
+        run = await store.run(session, run_id)
+        view = None
+        if run is not None and run.status not in store.FINISHED_RUN:
+            definition = await load_version(session, run.workflow_id, run.version)
+            view = templates.SecretsView(await secrets.values(session, settings.secrets_key) if uses_secrets(definition) else {})
     async with db.session() as session:
-        outcome, to_queue = await advance_in(session, run_id, settings)
+        outcome, to_queue = await advance_in(session, run_id, settings, secret_view=view)
     queueing.enqueue_steps(redis, run_id, to_queue)
     return f"{outcome}; queued {len(to_queue)}"
 
 
 async def advance_in(session: Any, run_id: str, settings: RunSettings,
-                     feed: list[dict[str, Any]] | None = None) -> tuple[str, Queued]:
+                     feed: list[dict[str, Any]] | None = None,
+                     secret_view: templates.SecretsView | None = None) -> tuple[str, Queued]:
     """The advance inside the caller's transaction (the run row stays locked until it ends);
     returns the outcome and the steps to enqueue once the transaction has committed. `feed`:
     the caller's activity rows (`activity.entry`), written with the advance's own in one
-    statement."""
+    statement. `secret_view`: the secrets, decrypted by the caller before its transaction
+    took the lock (else they are decrypted here, under it)."""
     feed = list(feed or [])
     run = await store.run(session, run_id, lock=True)
     if run is None or run.status in store.FINISHED_RUN:
@@ -46,7 +56,7 @@ async def advance_in(session: Any, run_id: str, settings: RunSettings,
         return ("no such run" if run is None else f"run {run.status}"), []
     definition = await load_version(session, run.workflow_id, run.version)
     rows = await store.steps(session, run_id)
-    view = templates.SecretsView(await secrets.values(session, settings.secrets_key))
+    view = secret_view if secret_view is not None else templates.SecretsView(await secrets.values(session, settings.secrets_key))
     outcome = await advance_run(session, run, definition, rows, view, settings, feed)
     await activity.record_many(session, feed)
     return outcome

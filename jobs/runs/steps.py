@@ -78,7 +78,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
             await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="waiting",
                                     wake_at=outcome.wake_at, lease_until=None,
                                     input={"approval_id": outcome.approval_id} if outcome.approval_id else None)
-            _, to_queue = await advance_in(session, run_id, config)
+            _, to_queue = await advance_in(session, run_id, config, secret_view=secret_view)
         if outcome.wake_at is not None:
             queueing.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
         queueing.enqueue_steps(rt.redis, run_id, to_queue)
@@ -91,7 +91,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
                                action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
                                entity_id=path, run_id=run_id)] if done else []
         # The next advance runs in this transaction (no extra job per step), and writes `feed`.
-        _, to_queue = await advance_in(session, run_id, config, feed)
+        _, to_queue = await advance_in(session, run_id, config, feed, secret_view=secret_view)
     queueing.enqueue_steps(rt.redis, run_id, to_queue)
     return "done"
 
