@@ -136,7 +136,7 @@ async def _start_once(db: Any, name: str, delivery: str, payload: dict[str, Any]
             earlier = await deliveries.delivered_run(session, workflow.id, delivery)
             if earlier is not None:
                 return earlier, []
-            run_id, to_queue = await start_loaded(session, workflow, "webhook", payload)
+            run_id, to_queue = await start_loaded(session, workflow, "webhook", payload, defer=True)
             assert run_id is not None  # no schedule slot: a run is always created
             if not await deliveries.record_delivery(session, workflow.id, delivery, run_id):
                 raise _LostRace

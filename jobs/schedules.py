@@ -26,6 +26,8 @@ from rq.registry import ScheduledJobRegistry
 from jobs import loop, queues
 from jobs.runs import queueing
 from jobs.runs.definitions import cached_version
+from jobs.runs.settings import RunSettings
+from jobs.runs.settings import settings as run_settings
 from jobs.runs.start import start_loaded
 from jobs.runtime import Runtime, current
 from jobs.workflows.definition import ScheduleTrigger
@@ -109,7 +111,7 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
                 own = (workflow, trigger)
             if busy.get(wid):
                 continue  # the overlap policy decides: its own job (this one, below, for this workflow)
-            run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+            run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=run_settings(rt))
             started[wid] = (run_id, to_queue, trigger)
     if own is None:
         return "not a scheduled workflow"
@@ -121,7 +123,7 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
     workflow, trigger = own
     if busy.get(workflow_id):
         ensure_slot(rt.redis, workflow_id, next_slot(trigger.schedule, trigger.zone(zone), slot))
-        return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy[workflow_id])
+        return await start_slot(rt.db, rt.redis, workflow, trigger, slot_epoch, busy[workflow_id], run_settings(rt))
     own_run = started[workflow_id][0]
     others = sum(1 for wid, (run_id, _, _) in started.items() if run_id and wid != workflow_id)
     batched = f" (and {others} more of this slot)" if others else ""
@@ -154,10 +156,12 @@ async def _default_zone(session: Any) -> str:
     return _ZONES[key]
 
 
-async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: ScheduleTrigger, slot_epoch: int, busy: int) -> str:
+async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: ScheduleTrigger, slot_epoch: int, busy: int,
+                     settings: RunSettings | None = None) -> str:
     """Start one slot's run once, following the overlap policy when a run is still going:
     `skip` records the slot as skipped, `queue` tries again shortly (the slot runs after the
-    current run), `allow` starts it anyway."""
+    current run), `allow` starts it anyway. Without `settings` (the web process's catch-up)
+    the run's first advance is a worker's job: templates never render in the web process."""
     if busy and trigger.overlap == "skip":
         await _record_skipped(db, workflow, slot_epoch, "the previous run was still going")
         return "skipped: previous run still going"
@@ -167,7 +171,8 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
         )
         return "queued behind the running run"
     async with db.session() as session:
-        run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch)
+        run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=settings,
+                                              defer=settings is None)
     queueing.enqueue_steps(redis, run_id, to_queue)
     return f"started {run_id}" if run_id else "slot already ran"
 

@@ -122,6 +122,7 @@ _STEP_ROWS = (
 )
 _UPDATE_STEP = update(_STEP_TABLE).where(_STEPS.run_id == bindparam("b_run_id"), _STEPS.step_path == bindparam("b_path"))
 _UPDATE_STEP_IF = _UPDATE_STEP.where(_STEPS.status.in_(bindparam("b_statuses", expanding=True)))
+_UPDATE_STEP_IF_MINE = _UPDATE_STEP_IF.where(_STEPS.attempt == bindparam("b_attempt"))
 _CLAIM_STEP = (
     _UPDATE_STEP.where((_STEPS.status == "queued") | ((_STEPS.status == "running") & (_STEPS.lease_until < bindparam("b_now"))))
     .values(status="running", attempt=_STEPS.attempt + 1)
@@ -185,12 +186,20 @@ async def add_step(session: AsyncSession, run_id: str, path: str, status: str, o
     )
 
 
-async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None, **values: Any) -> bool:
-    """A plain UPDATE (no ORM bookkeeping: `steps` always re-reads, so nothing goes stale)."""
+async def update_step(session: AsyncSession, run_id: str, path: str, *, where_status: tuple[str, ...] | None = None,
+                      where_attempt: int | None = None, **values: Any) -> bool:
+    """A plain UPDATE (no ORM bookkeeping: `steps` always re-reads, so nothing goes stale).
+    `where_attempt` (with `where_status`): only while the row is still that attempt's, i.e.
+    no other worker has claimed the step since."""
     keys: dict[str, Any] = {"b_run_id": run_id, "b_path": path}
+    statement = _UPDATE_STEP
     if where_status is not None:
         keys["b_statuses"] = list(where_status)
-    result = await session.execute(_UPDATE_STEP if where_status is None else _UPDATE_STEP_IF, {**values, **keys})
+        statement = _UPDATE_STEP_IF
+        if where_attempt is not None:
+            keys["b_attempt"] = where_attempt
+            statement = _UPDATE_STEP_IF_MINE
+    result = await session.execute(statement, {**values, **keys})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -204,10 +213,10 @@ async def claim_step(session: AsyncSession, run_id: str, path: str, lease_until:
     return result.scalar_one_or_none()
 
 
-async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun]:
+async def expired_steps(session: AsyncSession, limit: int = 200, now: datetime | None = None) -> list[StepRun]:
     """Steps whose worker died mid-attempt, queued steps whose job was lost, and
     waits/timeouts that are due."""
-    now = utcnow()
+    now = now or utcnow()
     rows = await session.execute(
         select(StepRun)
         .where(
@@ -219,15 +228,27 @@ async def expired_steps(session: AsyncSession, limit: int = 200) -> list[StepRun
     return list(rows.scalars())
 
 
-async def stalled_runs(session: AsyncSession, quiet_for: timedelta, limit: int = 200) -> list[str]:
-    """Runs with no step queued, running, retrying or waiting and no advance for `quiet_for`:
-    their next advance was lost (a worker died in it, or Redis lost it)."""
+async def queued_steps(session: AsyncSession, lease_before: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    """(run id, path) of queued steps whose queue lease ends before `lease_before`: queued a
+    while ago (a queued step's lease is its queueing time plus the grace), so its job should be
+    in Redis by now, or taken."""
+    rows = await session.execute(
+        select(StepRun.run_id, StepRun.step_path)
+        .where(StepRun.status == "queued", StepRun.lease_until < lease_before)
+        .limit(limit)
+    )
+    return [(run_id, path) for run_id, path in rows.all()]
+
+
+async def stalled_runs(session: AsyncSession, quiet_for: timedelta, limit: int = 200, now: datetime | None = None) -> list[str]:
+    """Runs with no step queued, running, retrying or waiting (or no step row at all) and no
+    advance for `quiet_for`: their next advance is due (the caller checks it is not queued)."""
     busy = select(StepRun.run_id).where(StepRun.status.in_(("queued", "running", "retrying", "waiting")))
     rows = await session.execute(
         select(WorkflowRun.id)
         .where(
             WorkflowRun.status.in_(("running", "waiting")),
-            WorkflowRun.updated_at < utcnow() - quiet_for,
+            WorkflowRun.updated_at < (now or utcnow()) - quiet_for,
             WorkflowRun.id.not_in(busy),
         )
         .limit(limit)

@@ -15,6 +15,7 @@ from typing import Any
 from jobs import schedules
 from jobs.queues import redis_from_url
 from jobs.runs.inputs import InputError
+from jobs.runs.settings import from_config as run_settings
 from jobs.runs.start import start_run
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
@@ -102,7 +103,8 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -
         values[key] = value
     async with _opened(loaded) as db:
         try:
-            run_id = await start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values)
+            run_id = await start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values,
+                                   settings=run_settings(loaded.config))
         except LookupError as exc:
             raise ConfigError(str(exc).strip("'\"")) from None
         except InputError as exc:
@@ -179,17 +181,31 @@ async def secret_list(loaded: LoadedConfig, say: Say) -> None:
                 say(name)
 
 
+SHOWN_OUTPUT = 16_000  # characters of a step's output `runs --json` shows; the run keeps it whole
+
+
 def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dict[str, Any]:
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
         "error": run.error, "depth": run.depth,
         "steps": [
-            {"id": path, "status": row.status, "attempts": row.attempt, "output": row.output, "error": row.error,
+            {"id": path, "status": row.status, "attempts": row.attempt, **_shown(row.output), "error": row.error,
              "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
             for path, row in steps.items()
         ],
     }
+
+
+def _shown(output: Any) -> dict[str, Any]:
+    """A step's output as `runs --json` shows it: whole when small; otherwise the start of its
+    JSON text with `"truncated": true` (the stored output, which the run reads, stays whole)."""
+    if output is None or isinstance(output, bool | int | float):
+        return {"output": output}
+    text = output if isinstance(output, str) else json.dumps(output, default=str, ensure_ascii=False)
+    if len(text) <= SHOWN_OUTPUT:
+        return {"output": output}
+    return {"output": text[:SHOWN_OUTPUT] + "…", "truncated": True}
 
 
 def _trigger_text(definition: WorkflowDefinition) -> str:

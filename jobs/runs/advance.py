@@ -26,7 +26,9 @@ Queued = list[tuple[str, Step]]
 
 
 async def advance(db: Database, redis: Redis, run_id: str, settings: RunSettings) -> str:
-    """Queue whatever can run now; finish the run when nothing is left."""
+    """Queue whatever can run now; finish the run when nothing is left. A walk never reads
+    secrets (only a tool step's args may, when that step runs), so the run's lock (on SQLite:
+    the database's write lock) is never held while decrypting."""
     async with db.session() as session:
         outcome, to_queue = await advance_in(session, run_id, settings)
     queueing.enqueue_steps(redis, run_id, to_queue)

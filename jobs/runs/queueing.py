@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 from redis import Redis
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.queue import EnqueueData
+from rq.registry import StartedJobRegistry
 
 from jobs import queues
 from jobs.workflows.definition import Step
@@ -63,6 +65,33 @@ def job_timeout(step: Step) -> int:
     """RQ's limit for a step's job: the step's own timeout plus room to record its outcome."""
     limit = step.timeout_delta
     return int(limit.total_seconds()) + 30 if limit is not None else DEFAULT_STEP_TIMEOUT
+
+
+def step_key(run_id: str, path: str) -> str:
+    """How `pending_work` names a step's job."""
+    return f"{run_id}/{_job_safe(path)}"
+
+
+def pending_work(redis: Redis) -> set[str]:
+    """The engine's work Redis holds now, queued, being taken or running: a run id for each
+    advance, a `step_key` for each step job. Three reads, whatever the number of runs; job ids
+    carry the run id (and a step's path hash), so no job is loaded. A job taken between two
+    of the reads may be missed: the caller then queues it again, which is harmless (a step is
+    claimed once, an advance is idempotent)."""
+    queue = queues.queue(redis, queues.WORKFLOWS)
+    ids = [*queue.get_job_ids(), *IntermediateQueue(queue.key, redis).get_job_ids(),
+           *StartedJobRegistry(queue=queue).get_job_ids()]
+    out: set[str] = set()
+    for job_id in ids:
+        kind, _, rest = job_id.partition("-")
+        parts = rest.split("-")
+        if kind == "step" and len(parts) >= 2:
+            out.add(f"{parts[0]}/{parts[1]}")
+        elif kind == "adv":
+            out.add(parts[0])
+        elif kind == "resume" and len(parts) >= 2:  # resume-ap-<run id>-<path hash>
+            out.add(parts[1])
+    return out
 
 
 def _advance_data(run_id: str, job_id: str | None = None) -> EnqueueData:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from jobs.runs.walk import DEFAULT_MAX_FOREACH_ITEMS
 from jobs.runtime import Runtime
+from teammates.config import Config
 
 DEFAULT_MAX_HANDOFF_DEPTH = 5
 
@@ -23,7 +24,12 @@ class RunSettings:
 
 
 def settings(rt: Runtime) -> RunSettings:
-    config = rt.loaded.config
+    return from_config(rt.loaded.config)
+
+
+def from_config(config: Config) -> RunSettings:
+    """The engine's settings from the config (every process that starts or advances runs
+    passes these down: the defaults would ignore the operator's limits)."""
     return RunSettings(
         secrets_key=config.secrets_key,
         grace=timedelta(seconds=config.workers.step_lease * 10),

@@ -33,27 +33,31 @@ class ChainTooDeep(Exception):
 
 
 async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any],
-                    slot: int | None = None, settings: RunSettings | None = None) -> str | None:
+                    slot: int | None = None, settings: RunSettings | None = None, *, defer: bool = False) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
-    that schedule slot already has a run."""
+    that schedule slot already has a run. `defer`: see `start_loaded`."""
     async with db.session() as session:
         workflow = await store.by_name(session, workflow_name)
         if workflow is None:
             raise LookupError(f"no workflow named {workflow_name!r}")
-        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings)
+        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer)
     queueing.enqueue_steps(redis, run_id, to_queue)
     return run_id
 
 
 async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None,
-                       settings: RunSettings | None = None, depth: int = 0) -> tuple[str | None, Queued]:
+                       settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False) -> tuple[str | None, Queued]:
     """Create a run of an already loaded workflow inside `session`'s transaction. Its first
     advance runs right here, so the first steps are queued with the run (no extra job);
     the caller enqueues the returned steps once the transaction has committed.
 
     `depth`: handoffs and events since the run a trigger started (0 for a trigger; a handoff
     or an event passes its run's depth + 1). Deeper than `max_handoff_depth` raises
-    `ChainTooDeep`: a loop of handoffs and events ends there, whatever `apply` could see."""
+    `ChainTooDeep`: a loop of handoffs and events ends there, whatever `apply` could see.
+
+    With `defer` (the web process, which never renders templates on its event loop nor in
+    an ack's way) the first advance is a job instead: only the run row is written here. Until that job runs the run
+    has no step rows; the reconciler queues the advance again at once if Redis lost it."""
     settings = settings or RunSettings()
     if depth > settings.max_handoff_depth:
         raise ChainTooDeep(f"handoff chain too deep: starting {workflow.name} would be {depth} handoffs/events deep, "
@@ -68,6 +72,9 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
         description=f"Started {workflow.name} (v{workflow.active_version}, {trigger})", entity_type="workflow",
         entity_id=workflow.name, run_id=run_id,
     )]
+    if defer:
+        await activity.record_many(session, feed)
+        return run_id, [("", definition.steps[0])]  # an empty path: an advance job
     # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
     fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values,
                         depth=depth)

@@ -59,7 +59,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
     extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
     outcome: Any
     try:
-        async with _heartbeat(rt, run_id, path, lease):
+        async with _heartbeat(rt, run_id, path, attempt, lease):
             limit = step.timeout_delta
             work = kinds.execute(rt, definition, run_id, path, step, ctx, attempt)
             outcome = await (asyncio.wait_for(work, limit.total_seconds()) if limit else work)
@@ -77,7 +77,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
     assert rt.redis is not None
     if isinstance(outcome, kinds.Suspend):
         async with rt.db.session() as session:
-            await store.update_step(session, run_id, path, where_status=("running",), status="waiting",
+            await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="waiting",
                                     wake_at=outcome.wake_at, lease_until=None,
                                     input={"approval_id": outcome.approval_id} if outcome.approval_id else None)
             _, to_queue = await advance_in(session, run_id, config)
@@ -87,7 +87,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         return "waiting"
     output = templates.redact_value(outcome, secret_view.used_values())
     async with rt.db.session() as session:
-        done = await store.update_step(session, run_id, path, where_status=("running",), status="done",
+        done = await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="done",
                                        output=stored(output), finished_at=utcnow(), lease_until=None, error=None)
         feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
                                action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
@@ -105,13 +105,13 @@ async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
     if retryable and policy is not None and attempt <= policy.max:
         wake_at = utcnow() + policy.delay(attempt)
         async with rt.db.session() as session:
-            await store.update_step(session, run_id, path, where_status=("running",), status="retrying", error=error,
+            await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="retrying", error=error,
                                     wake_at=wake_at, lease_until=None)
         queueing.schedule_wake(rt.redis, run_id, path, wake_at)
         return f"retrying at {wake_at:%H:%M:%S}"
     status = "skipped" if step.on_error == "skip" else "failed"
     async with rt.db.session() as session:
-        await store.update_step(session, run_id, path, where_status=("running",), status=status, error=error,
+        await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status=status, error=error,
                                 finished_at=utcnow(), lease_until=None)
         feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
                                action="step_failed", description=f"{definition.name}: {path} failed: {error}",
@@ -127,10 +127,11 @@ class _Lease:
 
 
 @contextlib.asynccontextmanager
-async def _heartbeat(rt: Runtime, run_id: str, path: str, lease: Any) -> AsyncIterator[None]:
+async def _heartbeat(rt: Runtime, run_id: str, path: str, attempt: int, lease: Any) -> AsyncIterator[None]:
     """Keep the lease while the step runs. When the row is no longer ours (another worker
-    claimed it after our lease ran out) or could not be renewed before the lease ran out, the
-    step's work is cancelled and `LeaseLost` raised: the other worker's attempt is the one."""
+    claimed it after our lease ran out: it is `running` again, but as a later attempt) or
+    could not be renewed before the lease ran out, the step's work is cancelled and
+    `LeaseLost` raised: the other worker's attempt is the one."""
     state = _Lease()
     worker = asyncio.current_task()
     assert worker is not None
@@ -142,7 +143,7 @@ async def _heartbeat(rt: Runtime, run_id: str, path: str, lease: Any) -> AsyncIt
             await asyncio.sleep(seconds / 3)
             try:
                 async with rt.db.session() as session:
-                    mine = await store.update_step(session, run_id, path, where_status=("running",),
+                    mine = await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt,
                                                    lease_until=utcnow() + lease)
             except Exception:  # noqa: BLE001 - the database may come back before the lease runs out
                 log.info("heartbeat of %s not recorded", path, exc_info=True)

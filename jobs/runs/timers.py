@@ -5,11 +5,12 @@ early waits on and one Redis lost is fired by the reconciler."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from jobs.runs import queueing
 from jobs.runs.approvals import expire
 from jobs.runs.definitions import find_step, load_version
+from jobs.runs.settings import settings
 from jobs.runtime import Runtime
 from storage import workflows as store
 from storage.models import utcnow
@@ -28,7 +29,9 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
             return "not due yet"
         approval_id = (row.input or {}).get("approval_id")
         if row.status == "retrying":
-            if not await store.update_step(session, run_id, path, where_status=("retrying",), status="queued", wake_at=None):
+            # queued with a lease like any queued step, so the reconciler sees a lost job
+            if not await store.update_step(session, run_id, path, where_status=("retrying",), status="queued", wake_at=None,
+                                           lease_until=utcnow() + grace(rt)):
                 return "already requeued"
             timeout = await step_job_timeout(session, run_id, path)
             action = "retry"
@@ -48,6 +51,10 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
         return "approval expired"
     queueing.enqueue_advance(rt.redis, run_id)
     return "woken"
+
+
+def grace(rt: Runtime) -> timedelta:
+    return settings(rt).grace
 
 
 async def step_job_timeout(session: object, run_id: str, path: str) -> int:
