@@ -19,6 +19,15 @@ from tests.conftest import Stack
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 
 
+def _a_monday_at_nine() -> datetime:
+    """09:00 Amsterdam time on a Monday a few weeks ahead, in UTC. Slots in these tests lie in
+    the future on purpose: RQ's scheduler (in any worker attached to the test's Redis) moves a
+    due job out of the scheduled registry, and fixed dates fall in the past as time goes by."""
+    day = (datetime.now(AMSTERDAM) + timedelta(days=21)).date()
+    day += timedelta(days=-day.weekday())
+    return datetime(day.year, day.month, day.day, 9, 0, tzinfo=AMSTERDAM).astimezone(UTC)
+
+
 def test_a_daily_0900_schedule_stays_at_0900_local_across_both_dst_changes() -> None:
     spring = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # clocks go forward at 02:00 on Sunday 29 March
     first = schedules.next_slot("0 9 * * *", AMSTERDAM, spring)
@@ -54,7 +63,7 @@ def test_after_redis_is_flushed_the_reconciler_requeues_every_next_slot_once(sta
     assert stack.cli("workflow", "list").returncode == 0  # seeds the members
     url, redis_url = stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
     connection = redis_lib.Redis.from_url(redis_url)
-    now = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Amsterdam
+    now = _a_monday_at_nine() - timedelta(hours=1)  # a Monday, 08:00 in Amsterdam
 
     async def main() -> None:
         db = Database(url)
@@ -87,7 +96,7 @@ def test_a_slot_fired_twice_at_once_starts_one_run(stack: Stack) -> None:
     assert stack.cli("workflow", "list").returncode == 0
     url, redis_url = stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
     connection = redis_lib.Redis.from_url(redis_url)
-    slot = int(datetime(2026, 11, 23, 8, 0, tzinfo=UTC).timestamp())
+    slot = int(_a_monday_at_nine().timestamp())
 
     async def main() -> list:
         from jobs.runtime import Runtime
@@ -116,7 +125,7 @@ def test_schedules_due_at_the_same_moment_start_in_batches_and_each_slot_runs_on
     the queue. The first job starts a batch of them; the others find theirs started or start the next batch."""
     assert stack.cli("workflow", "list").returncode == 0
     url, connection = stack.env["DATABASE_URL"], redis_lib.Redis.from_url(stack.env["REDIS_URL"])
-    slot = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Amsterdam, a Monday
+    slot = _a_monday_at_nine()
     count = schedules.BATCH + 50  # two buckets
 
     async def main() -> tuple[list[str], dict[int, list[int]]]:
