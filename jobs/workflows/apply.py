@@ -54,6 +54,7 @@ from jobs.workflows.definition import (
     iter_steps,
     load_definition,
 )
+from jobs.workflows.definition.workflow import strings
 from storage import activity, members
 from storage import workflows as store
 
@@ -271,7 +272,7 @@ class _Checker:
                                                     f"(members: {', '.join(sorted(self.member_tools))})")
         data = step.model_dump(by_alias=True, exclude=_NESTED.get(step.kind))
         data.pop("id", None)
-        for key, text in _strings(data, ""):
+        for key, text in strings(data, ""):
             problem = self.template(text, visible, local)
             if problem:
                 raise self.fail(f"{at}.{key}", problem)
@@ -336,17 +337,6 @@ def _chain(node: nodes.Node) -> list[Any] | None:
         head = _chain(node.node)
         return None if head is None else [*head, node.arg.value]
     return None
-
-
-def _strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield key, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{key}[{i}]")
 
 
 async def _stored(session: Any) -> dict[str, WorkflowDefinition]:

@@ -122,7 +122,7 @@ def secret_placement(definition: WorkflowDefinition) -> list[str]:
     problems: list[str] = []
     rest = as_document(definition)
     rest.pop("steps", None)
-    for key, text in _strings(rest, ""):
+    for key, text in strings(rest, ""):
         if templates.reads_secrets(text):
             problems.append(f"{key}: {_SECRETS_ONLY_IN_TOOL_ARGS}")
     for _, where, step in _walk(definition.steps, "", "steps"):
@@ -174,16 +174,17 @@ def _template_strings(step: Step) -> Iterator[tuple[str, str]]:
     nested: dict[str, Any] = {"foreach": {"steps"}, "parallel": {"parallel"}, "condition": {"condition": {"then", "else_"}}}
     data = step.model_dump(by_alias=True, exclude=nested.get(step.kind))
     data.pop("id", None)
-    yield from _strings(data, "")
+    yield from strings(data, "")
 
 
-def _strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
+def strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    """Every string inside `value` with its dotted key (`post.text`, `args.items[2]`)."""
     if isinstance(value, str):
         yield key, value
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from _strings(v, f"{key}.{k}" if key else str(k))
+            yield from strings(v, f"{key}.{k}" if key else str(k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _strings(v, f"{key}[{i}]")
+            yield from strings(v, f"{key}[{i}]")
 
