@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import ANA, NOVA, NOVA_DM, Stack, free_port, wait_until
+from tests.conftest import ANA, BOB, NOVA, NOVA_DM, Stack, free_port, wait_until
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_driver import SlackDriver
 
@@ -105,6 +105,10 @@ def _outage_then_back(stack: Stack, own_redis: RedisServer, down: Any, up: Any) 
     wait_until(lambda: client.scard("rq:workers"), timeout=30, what="the worker to register")
     stack.llm.set_responder(lambda body: Reply(text="About 2042." if "2042" in json.dumps(body["messages"][-1]) else "About 2041."))
     driver = stack.driver()
+    # Bob writes in his own DM: two messages of one DM that wait together are answered in one
+    # reply (tests/test_turns.py), and this test wants two answers to count.
+    bob_dm = "D0NOVABOB1"
+    stack.slack.add_im(bob_dm, BOB, NOVA["user"])
     acks: list[tuple[float, int]] = []
 
     down()
@@ -116,7 +120,7 @@ def _outage_then_back(stack: Stack, own_redis: RedisServer, down: Any, up: Any) 
         time.sleep(max(0.0, outage_started + at - time.monotonic()))
         acks.append(_timed(lambda n=retry_num: _redeliver(driver, event, event_id, n)))  # type: ignore[misc]
         if retry_num == 2:
-            acks.append(_timed(lambda: driver.dm(ANA, "And what about 2042?", channel=NOVA_DM)[0]))
+            acks.append(_timed(lambda: driver.dm(BOB, "And what about 2042?", channel=bob_dm)[0]))
     time.sleep(max(0.0, outage_started + 10.0 - time.monotonic()))
     up()
 
