@@ -44,9 +44,20 @@ class DefinitionError(Exception):
     """A user error in a workflow definition; its message is one line a person can act on."""
 
 
+MAX_TEXT = 1_000_000  # characters of one definition
+MAX_NESTING = 64  # levels of lists and mappings: far beyond any real workflow
+
+
 def load_definition(text: str, *, source: str = "<workflow>") -> WorkflowDefinition:
-    """Parse YAML or JSON text and validate it; raises `DefinitionError` (one line)."""
+    """Parse YAML or JSON text and validate it; raises `DefinitionError` (one line).
+
+    Hostile text costs bounded time and memory: its size and nesting are bounded, and YAML
+    anchors and aliases (a "billion laughs" expands exponentially when walked) are refused."""
+    if len(text) > MAX_TEXT:
+        raise DefinitionError(f"{source}: {len(text):,} characters, more than a definition may have ({MAX_TEXT:,})")
     raw = _parse(text, source)
+    if _nesting(raw) > MAX_NESTING:
+        raise DefinitionError(f"{source}: nested more than {MAX_NESTING} levels deep")
     if not isinstance(raw, dict):
         raise DefinitionError(f"{source}: expected a mapping with name, member, trigger and steps at the top level")
     try:
@@ -60,7 +71,14 @@ def load_definition(text: str, *, source: str = "<workflow>") -> WorkflowDefinit
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (PyYAML would silently keep the last)."""
+    """SafeLoader that refuses a key given twice (PyYAML would silently keep the last), and
+    anchors and aliases: a few lines of aliases can stand for billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (*name) are not supported", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -82,14 +100,33 @@ def _parse(text: str, source: str) -> Any:
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text)
+        except RecursionError:
+            raise DefinitionError(f"{source}: nested more than {MAX_NESTING} levels deep") from None
         except json.JSONDecodeError:
             pass  # a YAML flow mapping starts with '{' too
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no Python objects
+    except RecursionError:
+        raise DefinitionError(f"{source}: nested more than {MAX_NESTING} levels deep") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise DefinitionError(_one_line(f"{source}: not valid YAML or JSON{at}: {getattr(exc, 'problem', exc)}")) from None
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and mappings nest in `value` (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_NESTING:
+                    return depth + 1
+                deepest = max(deepest, depth + 1)
+                stack.append((child, depth + 1))
+    return max(deepest, 1 if isinstance(value, dict | list) else 0)
 
 
 _TAGS = frozenset(STEP_KEYS.values()) | frozenset(TRIGGER_TAGS.values())
