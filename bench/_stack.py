@@ -200,6 +200,9 @@ class Stack:
             "SLACK_API_URL": self.slack.base_url if self.slack else "http://127.0.0.1:9/api/",
             "ANTHROPIC_BASE_URL": self.llm.base_url if self.llm else "http://127.0.0.1:9/",
             "ANTHROPIC_API_KEY": "sk-ant-bench",
+            # the tests' config serves /metrics on its own port, with a token
+            "TEAMMATES_METRICS_PORT": str(free_port()),
+            "TEAMMATES_METRICS_TOKEN": "bench-metrics-token",
         })
         for member, creds in self.bots.items():
             env[f"{member.upper()}_SLACK_BOT_TOKEN"] = creds["token"]
