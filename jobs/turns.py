@@ -37,6 +37,7 @@ from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
 from jobs import capacity, intake, loop
 from jobs.runtime import Runtime, current
+from jobs.tool_effects import ToolEffects
 from storage import activity, conversations, effects, inbound, members, usage
 from storage.models import Effect, InboundEvent
 
@@ -209,7 +210,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         user_id=last.user_id,
         run_id=run_id,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
-        effects=_TurnEffects(rt, run_id),
+        effects=ToolEffects(rt, run_id),
     )
     history = history_to_messages([(m.role, _speaker(m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm
@@ -234,29 +235,6 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         return None
     log.info("answered in %d round(s), tools=%s", result.iterations, ",".join(result.tool_calls) or "-", extra=extra)
     return result.text
-
-
-@dataclass
-class _TurnEffects:
-    """The tools' effect log for one turn: the Nth effect of a kind has the same id on every
-    attempt (`turn-<first message id>-<kind>-<n>`), so a retried turn does it at most once."""
-
-    rt: Runtime
-    run_id: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def next_id(self, kind: str) -> str:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        return f"{self.run_id}-{kind}-{self.counts[kind]}"
-
-    async def begin(self, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-        async with self.rt.db.session() as session:
-            row, inserted = await effects.begin_with(session, effect_id, kind, intent)
-            return row.status, dict(row.result), not inserted
-
-    async def finish(self, effect_id: str, result: dict[str, Any]) -> None:
-        async with self.rt.db.session() as session:
-            await effects.finish(session, effect_id, result)
 
 
 def _observe_latency(rt: Runtime, event: InboundEvent) -> None:

@@ -22,6 +22,7 @@ from jobs.runs import queueing
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
+from jobs.tool_effects import ToolEffects
 from jobs.workflows import templates
 from jobs.workflows.definition import (
     AgentStep,
@@ -125,8 +126,9 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
     if member is None:
         raise StepFailure(f"step {path!r}: no member {member_id!r}")
     names = [n for n in member.tools if tool_names is None or n in tool_names]
+    step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
     ctx = ToolContext(member=member, channel=_channel(rt, "slack", member_id), conversation_channel="", thread_ts=None,
-                      user_id=member_id, run_id=f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}", history=_no_history)
+                      user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run))
     llm = rt.loaded.config.llm
 
     async def record_usage(u: Usage) -> None:
@@ -157,6 +159,8 @@ async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
     member = await _member(rt, definition.member)
     if member is None:
         raise StepFailure(f"step {path!r}: no member {definition.member!r}")
+    # No effect log here: a tool step's args may hold secret values, and an effect record
+    # keeps its intent (a post's text) in the database.
     ctx = ToolContext(member=member, channel=_channel(rt, "slack", definition.member), conversation_channel="", thread_ts=None,
                       user_id=definition.member, run_id=effect_id(run_id, path), history=_no_history)
     try:
