@@ -180,3 +180,39 @@ def test_a_retried_turn_never_posts_a_tool_message_twice(stack: Stack) -> None:
     wait_until(lambda: replies(stack)["Posted the heads-up."], timeout=40, what="the final answer")
     time.sleep(2)
     assert replies(stack) == Counter({"Heads up: invoices are due": 1, "Posted the heads-up.": 1})
+
+
+def test_a_turn_that_keeps_failing_ends_failed_after_its_attempts_and_the_person_is_told(stack: Stack) -> None:
+    """Not a platform refusal: something in the turn itself raises on every attempt (here a
+    member row naming a tool no registry has, as a hand-edited database might). RQ retries it;
+    after the last attempt the message is `failed` with its reason, and nothing runs it again."""
+    from sqlalchemy import update
+
+    from storage.db import Database
+    from storage.models import Member
+
+    fast_sweeper(stack)
+    stack.up()
+
+    async def break_nova() -> None:
+        db = Database(stack.env["DATABASE_URL"])
+        try:
+            async with db.session() as session:
+                await session.execute(update(Member).where(Member.id == "nova").values(tools=["no_such_tool"]))
+        finally:
+            await db.close()
+
+    asyncio.run(break_nova())
+    stack.driver().dm(ANA, "Is invoice 7 paid?", channel=NOVA_DM)
+
+    def failed() -> list[dict[str, Any]]:
+        return list(status_json(stack)["failed_messages"]["latest"])
+
+    [row] = wait_until(failed, timeout=60, what="the message to end failed")
+    assert 1 < row["attempts"] <= 3 and "no_such_tool" in row["reason"], row  # retried, then capped
+    assert not stack.llm.requests  # it failed before asking the model, every time
+    [notice] = [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == NOVA_DM]
+    assert "Is invoice 7 paid?" in notice["text"]
+    time.sleep(3)  # three more sweeps: nothing takes it up again
+    assert status_json(stack)["failed_messages"]["count"] == 1
+    assert len(stack.slack.posts_by(NOVA["token"])) == 1
