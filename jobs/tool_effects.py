@@ -1,0 +1,35 @@
+"""The effect log a tool records its outbound effects in (`agents.tools.context.EffectLog`).
+
+The Nth effect of a kind in one turn or step keeps its id on every attempt
+(`<run id>-<kind>-<n>`), so a retried turn or step does each effect at most once: the row is
+written `started` before the tool acts and `done` after; a retry finds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.runtime import Runtime
+from storage import effects
+
+
+@dataclass
+class ToolEffects:
+    """`run_id`: stable across attempts (a turn's first message, a step's run and path)."""
+
+    rt: Runtime
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def next_id(self, kind: str) -> str:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return f"{self.run_id}-{kind}-{self.counts[kind]}"
+
+    async def begin(self, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+        async with self.rt.db.session() as session:
+            row, inserted = await effects.begin_with(session, effect_id, kind, intent)
+            return row.status, dict(row.result), not inserted
+
+    async def finish(self, effect_id: str, result: dict[str, Any]) -> None:
+        async with self.rt.db.session() as session:
+            await effects.finish(session, effect_id, result)
