@@ -13,6 +13,7 @@ from typing import Any
 
 from jobs.workflows import templates
 from jobs.workflows.definition import Step, ToolStep
+from jobs.workflows.definition.workflow import strings
 from storage import secrets as secret_store
 
 NOT_HERE = "secrets may only be read in a tool step's args"
@@ -25,7 +26,7 @@ def refusing() -> templates.SecretsView:
 
 def reads_secrets(step: Step) -> bool:
     """Does this tool step's `args` read `secrets` anywhere?"""
-    return isinstance(step, ToolStep) and any(templates.reads_secrets(text) for text in _strings(step.args))
+    return isinstance(step, ToolStep) and any(templates.reads_secrets(text) for _, text in strings(step.args, ""))
 
 
 async def view_for(session: Any, step: Step, key: str | None) -> templates.SecretsView:
@@ -36,12 +37,3 @@ async def view_for(session: Any, step: Step, key: str | None) -> templates.Secre
     sealed = await secret_store.sealed(session, key)
     return templates.SecretsView(names=sealed.ciphertexts, opener=sealed.open)
 
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
