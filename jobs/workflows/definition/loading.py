@@ -55,6 +55,8 @@ def load_definition(text: str, *, source: str = "<workflow>") -> WorkflowDefinit
     anchors and aliases (a "billion laughs" expands exponentially when walked) are refused."""
     if len(text) > MAX_TEXT:
         raise DefinitionError(f"{source}: {len(text):,} characters, more than a definition may have ({MAX_TEXT:,})")
+    if _bracket_depth(text) > 4 * MAX_NESTING:  # before parsing: PyYAML recurses per level
+        raise DefinitionError(f"{source}: nested more than {MAX_NESTING} levels deep")
     raw = _parse(text, source)
     if _nesting(raw) > MAX_NESTING:
         raise DefinitionError(f"{source}: nested more than {MAX_NESTING} levels deep")
@@ -112,6 +114,20 @@ def _parse(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise DefinitionError(_one_line(f"{source}: not valid YAML or JSON{at}: {getattr(exc, 'problem', exc)}")) from None
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _bracket_depth(text: str) -> int:
+    """How deep `[`/`{` open in the raw text, counting brackets inside strings too: an upper
+    bound on flow-style nesting, found in one pass, so thousands of levels are refused before
+    the YAML parser spends a second recursing into them (the limit is generous: see caller)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(text):
+        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _nesting(value: Any) -> int:
