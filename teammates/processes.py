@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from redis import exceptions as redis_errors
 from rq import SimpleWorker
 from rq.worker_pool import WorkerPool
 
@@ -124,12 +126,43 @@ def work(loaded: LoadedConfig, queue_names: Sequence[str], burst: bool, concurre
     job_runtime.install(lambda: worker_runtime(loaded))
     redis = queues.redis_from_url(loaded.config.redis_url)
     if concurrency <= 1:
-        worker = WarmWorker([queues.queue(redis, name) for name in queue_names], connection=redis)
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        _work_until_asked_to_stop(lambda: WarmWorker([queues.queue(redis, name) for name in queue_names], connection=redis), burst)
         return
     _preload()
     pool = WorkerPool(list(queue_names), connection=redis, num_workers=concurrency, worker_class=WarmWorker)
     pool.start(burst=burst, logging_level="WARNING")
+
+
+def _work_until_asked_to_stop(make: Callable[[], SimpleWorker], burst: bool) -> None:
+    """Run one worker until a signal (or, in burst mode, an empty queue) stops it.
+
+    RQ's work loop quits when Redis drops between two dequeues (its catch-all), and its teardown
+    then raises trying to record the death in Redis. A lone worker process that exited there
+    would leave its queues unserved once Redis is back, so it starts a fresh worker instead,
+    after a pause that grows while Redis stays away. (A `WorkerPool` respawns its own.)"""
+    pause = 1.0
+    while True:
+        worker: SimpleWorker | None = None
+        try:
+            worker = make()  # it names itself in Redis already
+            worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            log.warning("worker lost Redis (%s); starting again in %.0f s", exc, pause)
+        else:
+            if burst or worker._shutdown_requested_date is not None:
+                return
+            log.warning("worker ended without being asked to; starting again in %.0f s", pause)
+        if worker is not None and worker._shutdown_requested_date is not None:
+            return
+        # The finished worker's handlers would ask Redis for its state: a signal now just exits.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_on_signal)
+        time.sleep(pause)
+        pause = min(pause * 2, 10.0)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 class WarmWorker(SimpleWorker):

@@ -136,6 +136,32 @@ def _outage_then_back(stack: Stack, own_redis: RedisServer, down: Any, up: Any) 
     assert len(stack.llm.requests) == 2
 
 
+def test_a_worker_whose_redis_drops_mid_job_takes_up_work_again_once_it_is_back(stack: Stack, own_redis: RedisServer) -> None:
+    """RQ's loop quits when Redis is gone between jobs: the lone worker process starts again
+    instead of exiting, so the next message is still answered (seen in CI: a worker that died
+    in a Redis outage left every later message unanswered)."""
+    stack.env["REDIS_URL"] = own_redis.url
+    stack.up()
+    client = redis.Redis.from_url(own_redis.url)
+    wait_until(lambda: client.scard("rq:workers"), timeout=30, what="the worker to register")
+    stack.llm.set_responder(lambda body: Reply(text="Slow answer.", delay=2.0) if len(stack.llm.requests) <= 1 else Reply(text="Second answer."))
+    driver = stack.driver()
+    driver.dm(ANA, "First question", channel=NOVA_DM)
+    wait_until(lambda: stack.llm.requests, timeout=15, what="the first LLM call")
+    own_redis.stop()  # while the job runs: the worker's loop meets a dead Redis after it
+    time.sleep(3.0)
+    own_redis.start()
+    stack.slack.wait_for_posts(1, token=NOVA["token"], timeout=15)
+    bob_dm = "D0NOVABOB1"
+    stack.slack.add_im(bob_dm, BOB, NOVA["user"])
+    driver.dm(BOB, "Second question", channel=bob_dm)
+    try:
+        stack.slack.wait_for_posts(2, token=NOVA["token"], timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker\n{stack.logs('worker')[-3000:]}") from None
+    assert stack.procs["worker"].poll() is None
+
+
 def test_redis_stopped_for_10s_a_dm_and_its_redeliveries_are_acked_fast_and_answered_once(stack: Stack, own_redis: RedisServer) -> None:
     _outage_then_back(stack, own_redis, own_redis.stop, own_redis.start)
 
