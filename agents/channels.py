@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from agents.messages import Button, UserInfo
+from agents.messages import Button, Card, Form, MessageRef, UserInfo
 
 
 class ChannelError(Exception):
@@ -55,6 +55,36 @@ class Channel(Protocol):
     async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
         """Send `text` to the person `user_id` privately, outside the conversation (a Slack
         DM); the message's id. Raises `ChannelError` where the platform cannot reach them."""
+        ...
+
+    async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        """Post `card` in `to.conversation` (in `to.thread` if set); where it landed."""
+        ...
+
+    async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        """`send_card` in the person's private conversation with the member (a DM)."""
+        ...
+
+    async def update(self, ref: MessageRef, card: Card) -> None:
+        """Replace the message at `ref` with `card` (with the member's own credentials, so it
+        works however long after the click)."""
+        ...
+
+    async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
+        """A private notice only `user_id` sees, in `where`'s conversation (else a DM)."""
+        ...
+
+    async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
+        """Open `form` for the person whose action carried `trigger` (short-lived: seconds);
+        its submission's action carries `where` (the message the click was on)."""
+        ...
+
+    async def group_members(self, group_id: str) -> list[str] | None:
+        """The user ids in a user group; None when `group_id` is not a group."""
+        ...
+
+    def mention(self, user_id: str) -> str:
+        """How a message names a person so the platform shows (and notifies) them."""
         ...
 
 

@@ -64,3 +64,93 @@ class Button:
 
 RETRY_TURN_ACTION = "retry_turn"
 """Button under an apology: answer the failed message again."""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """Where a message is, in any platform's terms: its conversation (a channel or DM id), its
+    own id (Slack's `ts`, a Teams activity id) and the thread it belongs to, if any. The core
+    passes these around and never looks inside the ids."""
+
+    conversation: str
+    message: str | None = None
+    thread: str | None = None
+
+    def reply_in_thread(self) -> MessageRef:
+        """Where a reply to this message goes: its thread, or a new thread under it."""
+        return MessageRef(self.conversation, None, self.thread or self.message)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A label and a value shown beside a message's body (`Workflow: payment-reminders`)."""
+
+    label: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Card:
+    """A message with structure: a title, context fields, a body (collapsed by the adapter
+    when long, with `more` as the button that shows the whole of it), a status line and
+    buttons. `text` is the plain fallback that notifications and screen readers use."""
+
+    text: str
+    title: str = ""
+    fields: tuple[Field, ...] = ()
+    body: str = ""
+    status: str = ""
+    buttons: tuple[Button, ...] = ()
+    more: Button | None = None
+
+
+@dataclass(frozen=True)
+class FormInput:
+    id: str
+    label: str
+    initial: str = ""
+    multiline: bool = True
+    optional: bool = False
+    max_length: int = 3000
+
+
+@dataclass(frozen=True)
+class Form:
+    """A form (a Slack modal, a Teams task module). Its submission comes back as an
+    `InboundAction` with `action` = `submit_action`, `object_id` = `object_id` and the inputs
+    in `values`. A form without inputs only shows `text` (a read-only view)."""
+
+    title: str
+    object_id: str
+    submit_action: str = ""
+    submit_label: str = "Submit"
+    text: str = ""
+    inputs: tuple[FormInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class InboundAction:
+    """What a person did on an interactive surface, in plain terms: a click or a form
+    submission. `key` identifies the delivery (a replay carries the same key and is done
+    once); `where` is the message the button was on (None for a form); `trigger` is the
+    platform's short-lived handle for opening a form in answer (never stored)."""
+
+    member_id: str
+    platform: str
+    key: str
+    action: str
+    object_id: str
+    user_id: str
+    where: MessageRef | None = None
+    values: dict[str, str] | None = None
+    trigger: str | None = None
+
+
+# The actions the core answers; the adapters map their payloads onto these names.
+APPROVE_ACTION = "approval.approve"
+REJECT_ACTION = "approval.reject"  # opens the reason form
+EDIT_ACTION = "approval.edit"  # opens the edit form
+VIEW_ACTION = "approval.view"  # opens the whole draft, read-only
+APPROVE_ALL_ACTION = "approval.approve_all"
+REJECTED_FORM = "approval.rejected"  # the reason form's submission
+EDITED_FORM = "approval.edited"  # the edit form's submission

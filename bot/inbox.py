@@ -3,17 +3,21 @@ hand-off to storage, then to RQ after the ack (see `jobs.intake`), shared by eve
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
 from redis import Redis
 
-from agents.messages import InboundMessage
-from jobs import intake
+from agents.messages import InboundAction, InboundMessage
+from jobs import actions, intake
 from jobs.pending import PendingTurns
 from storage.db import Database
 from storage.recorder import InboundRecorder, recorder_for
+
+log = logging.getLogger(__name__)
 
 # The longest an ack waits for SQLite's write lock before it answers 5xx (nothing recorded,
 # so the platform's redelivery is safe): Slack gives us 3 s, the other acks must go on.
@@ -35,6 +39,7 @@ class Inbox:
     job_timeout: int
     recorder: InboundRecorder = field(init=False)
     pending: PendingTurns = field(init=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.recorder = recorder_for(self.db, busy_wait=ACK_BUSY_WAIT)
@@ -54,5 +59,20 @@ class Inbox:
         ACCEPTED.labels(msg.member_id, msg.platform, "queued" if inbound_id else "skipped").inc()
         return inbound_id
 
-    async def retry(self, inbound_id: int) -> bool:
-        return await intake.retry(self.db, self.pending, inbound_id)
+    async def act(self, action: InboundAction) -> int | None:
+        """Record a click or a form submission (the adapter acks once this returns); its job
+        is enqueued beside the ack, in a thread. If Redis cannot take it now, the sweeper
+        enqueues it within seconds."""
+        action_id = await actions.accept(self.db, action)
+        if action_id is None:
+            log.info("replayed action dropped", extra={"member": action.member_id, "action": action.action})
+            return None
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(actions.enqueue, self.redis, action_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._enqueued)
+        return action_id
+
+    def _enqueued(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("action job not enqueued (%s); the sweeper will", type(task.exception()).__name__)

@@ -305,6 +305,41 @@ class Approval(Base):
     channel: Mapped[str | None] = mapped_column(String(64))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    workflow: Mapped[str | None] = mapped_column(String(100), index=True)
+    quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Each person's click: [{by, decision, at, reason, content}], in order; a quorum counts them.
+    decisions: Mapped[list[Any]] = mapped_column(default=list)
+    # Every copy of the request that was posted: [{platform, conversation, message, thread}].
+    messages: Mapped[list[Any]] = mapped_column(default=list)
+    remind_at: Mapped[datetime | None] = mapped_column()
+    reminded_at: Mapped[datetime | None] = mapped_column()
+    # Bumped by every change of `decisions` or `approvers`: a guarded UPDATE on it makes two
+    # concurrent clicks read-modify-write safely on every database.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class InboundAction(Base):
+    """A click or form submission, recorded before the ack (Slack never delivers an
+    interaction twice) and handled by a job. Unique on the delivery's key, so a replayed
+    payload is done once."""
+
+    __tablename__ = "inbound_actions"
+    __table_args__ = (UniqueConstraint("member_id", "platform", "key"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(40))
+    platform: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(64))
+    conversation: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(String(64))
+    thread: Mapped[str | None] = mapped_column(String(64))
+    values: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="received", index=True)  # received | done | failed
+    outcome: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column()
 
 
 class Activity(Base):

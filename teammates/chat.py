@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TextIO
 
-from agents.channels import Channel
-from agents.messages import Button, InboundMessage, UserInfo
+from agents.channels import Channel, ChannelError
+from agents.messages import Button, Card, Form, InboundMessage, MessageRef, UserInfo
 from jobs.runtime import Runtime, llm_client
 from jobs.turns import answer
 from storage.db import Database
@@ -53,6 +53,30 @@ class TerminalChannel:
 
     async def lookup_user(self, user_id: str) -> UserInfo | None:
         return UserInfo(id=user_id, name=user_id)
+
+    async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        lines = [card.title or card.text, *(f"{f.label}: {f.value}" for f in card.fields), card.body, card.status]
+        await self.post(to.conversation, "\n".join(line for line in lines if line))
+        return MessageRef(to.conversation, f"{time.time():.6f}")
+
+    async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        return await self.send_card(MessageRef(""), card)
+
+    async def update(self, ref: MessageRef, card: Card) -> None:
+        if card.status:
+            await self.post(ref.conversation, card.status)
+
+    async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
+        await self.post("", text)
+
+    async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
+        raise ChannelError("not_supported", "forms need Slack or Teams")
+
+    async def group_members(self, group_id: str) -> list[str] | None:
+        return None
+
+    def mention(self, user_id: str) -> str:
+        return f"@{user_id}"
 
 
 async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:

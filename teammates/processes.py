@@ -23,6 +23,7 @@ from rq.worker_pool import WorkerPool
 from bot import ops
 from bot.inbox import Inbox
 from bot.server import METRICS, SLACK_APPS, connect_socket_mode, create_app
+from jobs import actions as job_actions
 from jobs import intake, queues, schedules
 from jobs import loop as job_loop
 from jobs import runtime as job_runtime
@@ -88,7 +89,8 @@ async def _reconcile_forever(rt: Runtime, every: float) -> None:
     assert rt.redis is not None
     redis = rt.redis
     while True:
-        for what, part in (("schedules", lambda: schedules.reconcile(rt.db, redis)), ("runs", lambda: reconcile_runs(rt))):
+        for what, part in (("schedules", lambda: schedules.reconcile(rt.db, redis)), ("runs", lambda: reconcile_runs(rt)),
+                           ("clicks", lambda: job_actions.sweep(rt.db, redis))):
             try:
                 await part()
             except Exception:  # noqa: BLE001

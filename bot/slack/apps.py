@@ -9,16 +9,20 @@ Slack delivers again."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.response import BoltResponse
 
-from agents.messages import RETRY_TURN_ACTION
+from agents.channels import ChannelError
+from agents.messages import InboundAction
 from bot.inbox import Inbox
-from bot.slack.channel import web_client
+from bot.slack.actions import from_click, from_submission
+from bot.slack.channel import SlackChannel, web_client
 from bot.slack.events import to_inbound
+from jobs.actions import FORM_ACTIONS, form_for
 from storage.recorder import RecorderBusy
 
 log = logging.getLogger(__name__)
@@ -37,15 +41,37 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
         if msg is not None:
             await inbox.accept(msg)
 
-    async def on_retry(ack: Any, body: dict[str, Any]) -> None:
-        action = (body.get("actions") or [{}])[0]
-        value = action.get("value")
-        # Our own button carries an inbound row id; anything else is not a click to act on.
-        if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 18:
+    channel = SlackChannel(app.client)
+
+    async def on_click(ack: Any, body: dict[str, Any]) -> None:
+        """Record the click before the ack (Slack never delivers it again); the core's job
+        does it and checks who may. A click that opens a form opens it now, in this request:
+        its trigger lives 3 s."""
+        action = from_click(member_id, body)
+        if action is None:
             await ack()
             return
-        await inbox.retry(int(value))
+        if action.action in FORM_ACTIONS:
+            await _open_form(action)
+        else:
+            await inbox.act(action)
         await ack()
+
+    async def _open_form(action: InboundAction) -> None:
+        answer = await form_for(inbox.db, action)
+        try:
+            if isinstance(answer, str):
+                await channel.notice(action.where, action.user_id, answer)
+            elif action.trigger:
+                await channel.open_form(action.trigger, answer, action.where)
+        except ChannelError as exc:
+            log.warning("form not opened: %s", exc.code, extra={"member": member_id})
+
+    async def on_submit(ack: Any, body: dict[str, Any]) -> None:
+        action = from_submission(member_id, body)
+        if action is not None:
+            await inbox.act(action)
+        await ack()  # closes the modal; what it did shows in the message and a private notice
 
     async def on_error(error: Exception, response: BoltResponse | None) -> BoltResponse | None:
         if isinstance(error, RecorderBusy):
@@ -57,5 +83,6 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
     app.error(on_error)
     app.event("message")(on_message)
     app.event("app_mention")(on_message)
-    app.action(RETRY_TURN_ACTION)(on_retry)
+    app.action(re.compile(r"^(retry_turn|approval\.[a-z_]+)$"))(on_click)
+    app.view(re.compile(r"^approval\.[a-z_]+$"))(on_submit)
     return app

@@ -16,12 +16,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, SectionBlock
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.channels import ChannelError
-from agents.messages import Button, UserInfo
+from agents.messages import Button, Card, Form, MessageRef, UserInfo
+from bot.slack.actions import form_metadata
+from bot.slack.blocks import buttons_blocks, card_blocks, form_view
 
 EFFECT_EVENT = "teammates_effect"
 WORKING_REACTION = "eyes"
@@ -71,14 +72,7 @@ class SlackChannel:
         if effect_id:
             kwargs["metadata"] = Metadata(event_type=EFFECT_EVENT, event_payload={"effect_id": effect_id})
         if buttons:
-            kwargs["blocks"] = [
-                SectionBlock(text=text[:3000]).to_dict(),
-                ActionsBlock(
-                    elements=[
-                        ButtonElement(text=b.label, action_id=b.action_id, value=b.value, style=b.style) for b in buttons
-                    ]
-                ).to_dict(),
-            ]
+            kwargs["blocks"] = buttons_blocks(text, list(buttons))
         response = await self._call("chat_postMessage", **kwargs)
         return str(response["ts"])
 
@@ -86,6 +80,58 @@ class SlackChannel:
         """A DM to the person: conversations.open finds (or opens) it, then a post."""
         opened = await self._call("conversations_open", users=user_id)
         return await self.post(str(opened["channel"]["id"]), text, effect_id=effect_id)
+
+    async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        kwargs: dict[str, Any] = {"channel": to.conversation, "text": card.text, "blocks": card_blocks(card)}
+        if to.thread:
+            kwargs["thread_ts"] = to.thread
+        if effect_id:
+            kwargs["metadata"] = Metadata(event_type=EFFECT_EVENT, event_payload={"effect_id": effect_id})
+        response = await self._call("chat_postMessage", **kwargs)
+        return MessageRef(str(response["channel"]), str(response["ts"]), to.thread)
+
+    async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
+        opened = await self._call("conversations_open", users=user_id)
+        return await self.send_card(MessageRef(str(opened["channel"]["id"])), card, effect_id=effect_id)
+
+    async def update(self, ref: MessageRef, card: Card) -> None:
+        """chat.update with the bot token: works for as long as the message exists (a
+        `response_url` stops working after 30 minutes)."""
+        await self._call("chat_update", channel=ref.conversation, ts=ref.message, text=card.text, blocks=card_blocks(card))
+
+    async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
+        """chat.postEphemeral in the conversation; a DM when that cannot reach them (not in
+        the channel, or no conversation at all)."""
+        if where is not None:
+            kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, "text": text}
+            if where.thread:
+                kwargs["thread_ts"] = where.thread
+            try:
+                await self._call("chat_postEphemeral", **kwargs)
+                return
+            except ChannelError as exc:
+                if exc.code not in ("user_not_in_channel", "channel_not_found", "not_in_channel", "is_archived"):
+                    raise
+        await self.notify(user_id, text)
+
+    async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
+        """views.open; the modal remembers where the click was, for the answer to its submission."""
+        await self._call("views_open", trigger_id=trigger, view=form_view(form, form_metadata(form, where)))
+
+    async def group_members(self, group_id: str) -> list[str] | None:
+        """usergroups.users.list (scope `usergroups:read`); None for an id that is no group."""
+        if not group_id.startswith("S"):
+            return None
+        try:
+            response = await self._call("usergroups_users_list", usergroup=group_id)
+        except ChannelError as exc:
+            if exc.code in ("no_such_subteam", "subteam_not_found", "invalid_usergroup"):
+                return None
+            raise
+        return [str(u) for u in response.get("users") or []]
+
+    def mention(self, user_id: str) -> str:
+        return f"<!subteam^{user_id}>" if user_id.startswith("S") else f"<@{user_id}>"
 
     async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
         """Page through the channel's history (newest first) or the thread's replies (oldest

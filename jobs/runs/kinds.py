@@ -18,6 +18,7 @@ from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
 from jobs import pacing
+from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
@@ -34,7 +35,7 @@ from jobs.workflows.definition import (
     WaitStep,
     WorkflowDefinition,
 )
-from storage import activity, approvals, effects, members, usage
+from storage import activity, effects, members, usage
 from storage import workflows as store
 from storage.models import utcnow
 
@@ -123,8 +124,11 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
         member = await members.profile(session, member_id)
         workspace = await members.workspace(session)
         colleagues = await members.profiles(session)
+        feedback = await approvals_core.lessons(session, member_id, definition.name)
     if member is None:
         raise StepFailure(f"step {path!r}: no member {member_id!r}")
+    if feedback:  # what approvers said about this member's earlier drafts here (seed 003)
+        prompt = f"{prompt}\n\n{feedback}"
     names = [n for n in member.tools if tool_names is None or n in tool_names]
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
     ctx = ToolContext(member=member, channel=_channel(rt, "slack", member_id), conversation_channel="", thread_ts=None,
@@ -187,21 +191,16 @@ async def _member(rt: Runtime, member_id: str) -> MemberProfile | None:
 
 
 async def _approval(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: ApprovalStep, render: Any) -> Suspend:
+    """Open the request and post it (both at most once); the step then waits for a decision,
+    waking for the reminder and the expiry."""
     request = step.approval
     approval_id = effect_id(run_id, path).replace("wf-", "ap-")
-    timeout = request.timeout_delta
-    expires_at = utcnow() + timeout if timeout is not None else None
     shown = render(request.show, "approval.show") if request.show is not None else ""
-    async with rt.db.session() as session:
-        await approvals.open_request(
-            session, approval_id=approval_id, run_id=run_id, step_path=path, member_id=definition.member,
-            title=str(render(request.message, "approval.message")), content="" if shown is None else str(shown),
-            approvers=list(request.approvers or []), expires_at=expires_at,
-        )
-        await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
-                              action="approval_requested", description=f"{definition.name}: asked for approval ({path})",
-                              entity_type="approval", entity_id=approval_id, run_id=run_id)
-    return Suspend(wake_at=expires_at, approval_id=approval_id)
+    wake_at = await approvals_core.request(
+        rt, approval_id=approval_id, run_id=run_id, path=path, member_id=definition.member, workflow=definition.name,
+        step=step, title=str(render(request.message, "approval.message")), content="" if shown is None else str(shown),
+    )
+    return Suspend(wake_at=wake_at, approval_id=approval_id)
 
 
 async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: HandoffStep, render: Any) -> dict[str, Any]:
@@ -269,6 +268,27 @@ class _NoChannel:
 
     async def notify(self, *_: Any, **__: Any) -> str:
         raise ChannelError("not_connected", self.reason)
+
+    async def send_card(self, *_: Any, **__: Any) -> Any:
+        raise ChannelError("not_connected", self.reason)
+
+    async def send_card_to_person(self, *_: Any, **__: Any) -> Any:
+        raise ChannelError("not_connected", self.reason)
+
+    async def update(self, *_: Any) -> None:
+        raise ChannelError("not_connected", self.reason)
+
+    async def notice(self, *_: Any) -> None:
+        raise ChannelError("not_connected", self.reason)
+
+    async def open_form(self, *_: Any) -> None:
+        raise ChannelError("not_connected", self.reason)
+
+    async def group_members(self, *_: Any) -> list[str] | None:
+        return None
+
+    def mention(self, user_id: str) -> str:
+        return user_id
 
 
 def _channel(rt: Runtime, platform: str, member_id: str) -> Channel:

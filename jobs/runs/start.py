@@ -95,9 +95,10 @@ async def publish(db: Database, redis: Redis, name: str, member: str | None, pay
 
 
 async def publish_in(session: Any, name: str, member: str | None, payload: dict[str, Any],
-                     settings: RunSettings | None = None, depth: int = 0) -> Started:
+                     settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False) -> Started:
     """`publish` inside the caller's transaction, so that the runs an event starts commit with
-    whatever caused it (a handoff step's record): the caller enqueues the returned steps."""
+    whatever caused it (a handoff step's record): the caller enqueues the returned steps.
+    `defer`: their first advance is a job (no template renders in the caller's transaction)."""
     started: Started = []
     for workflow, document in await store.active_definitions(session):
         definition = cached_version(session, workflow.id, workflow.active_version, document)
@@ -108,7 +109,7 @@ async def publish_in(session: Any, name: str, member: str | None, payload: dict[
         try:
             started.append(await start_loaded(session, workflow, "event",
                                               {k: v for k, v in payload.items() if not declared or k in declared}, settings=settings,
-                                              depth=depth))
+                                              depth=depth, defer=defer))
         except InputError as exc:  # raised before anything is written for this workflow
             log.warning("event %s not delivered to %s: %s", name, workflow.name, exc, extra={"workflow": workflow.name})
     return started

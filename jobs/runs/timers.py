@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from jobs.runs import queueing
-from jobs.runs.approvals import expire
+from jobs.runs.approvals import due
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.settings import settings
 from jobs.runtime import Runtime
@@ -47,8 +47,7 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
         queueing.enqueue_step(rt.redis, run_id, path, timeout)
         return "retry queued"
     if action == "expire":
-        await expire(rt, str(approval_id))
-        return "approval expired"
+        return f"approval {await due(rt, str(approval_id))}"
     queueing.enqueue_advance(rt.redis, run_id)
     return "woken"
 

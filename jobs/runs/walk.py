@@ -70,6 +70,9 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
             pass  # walked below: the steps inside stay readable by later steps
         elif row is not None and (row.status in DONE or (row.status == "failed" and step.on_error == "continue")):
             ctx["steps"][step.id] = step_view(step, row)
+            if _stops_block(step, row):
+                _skip_rest(steps[steps.index(step) + 1:], prefix, ctx, rows, plan)
+                return "done"
             continue
         if row is not None and row.status == "failed":
             plan.failed = f"step {step.id!r} failed: {row.error}"
@@ -97,6 +100,22 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
         plan.contexts[path] = ctx
         return "blocked"
     return "done"
+
+
+def _stops_block(step: Step, row: StepRun) -> bool:
+    """Not approved means not done: a decided approval that is not `approved` ends its block
+    (unless the step says `on_reject: continue`)."""
+    if not isinstance(step, ApprovalStep) or step.approval.on_reject != "stop" or row.status != "done":
+        return False
+    return not (isinstance(row.output, dict) and row.output.get("approved") is True)
+
+
+def _skip_rest(rest: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, StepRun], plan: Walk) -> None:
+    for later in rest:
+        row = rows.get(prefix + later.id)
+        if row is None:
+            plan.new_rows.append((prefix + later.id, "skipped", None))
+        ctx["steps"][later.id] = step_view(later, row, None, "skipped")
 
 
 def _walk_container(step: ConditionStep | ForeachStep | ParallelStep, path: str, row: StepRun | None, ctx: dict[str, Any],

@@ -244,6 +244,7 @@ class FakeSlack:
         self._statuses: list[Json] = []
         self._views: dict[str, Json] = {}
         self._home_views: dict[str, str] = {}
+        self._groups: dict[str, list[str]] = {}  # user group id -> user ids
         self._calls: list[Json] = []
         self._failures: dict[str, deque[_Failure]] = {}
         self._channel_failures: dict[str, str] = {}  # channel id -> error for every call on it
@@ -279,6 +280,7 @@ class FakeSlack:
             "conversations.list": self._conversations_list,
             "conversations.join": self._conversations_join,
             "users.info": self._users_info,
+            "usergroups.users.list": self._usergroups_users_list,
             "users.list": self._users_list,
             "users.lookupByEmail": self._users_lookup_by_email,
             "bots.info": self._bots_info,
@@ -423,6 +425,11 @@ class FakeSlack:
                 channel_id, name, list(members), is_private=is_private
             )
             self._msgs.setdefault(channel_id, [])
+
+    def add_group(self, group_id: str, user_ids: list[str]) -> None:
+        """A user group (Slack's `subteam`, id S…) and its members."""
+        with self._lock:
+            self._groups[group_id] = list(user_ids)
 
     def add_im(self, channel_id: str, user_id: str, bot_user_id: str) -> None:
         """Create the DM channel between a human and a bot user."""
@@ -1370,6 +1377,12 @@ class FakeSlack:
         if bot.user_id not in ch.members:
             ch.members.append(bot.user_id)
         return {"channel": self._channel_obj(bot, ch)}
+
+    def _usergroups_users_list(self, bot: _Bot, params: Json) -> Json:
+        group = str(params.get("usergroup") or "")
+        if group not in self._groups:
+            raise _ApiError("no_such_subteam")
+        return {"users": list(self._groups[group])}
 
     def _users_info(self, bot: _Bot, params: Json) -> Json:
         user = self._users.get(str(params.get("user") or ""))

@@ -108,6 +108,8 @@ class ApprovalRequest(Strict):
     remind_at: RemindAt = Field(default="80%", description="when to remind the approvers")
     on_timeout: Literal["skip", "abort", "escalate"] = "skip"
     escalate_to: str | None = None
+    on_reject: Literal["stop", "continue"] = Field(
+        default="stop", description="stop: a rejected or expired approval skips the rest of its block; continue: leave it to when:")
     to: str = Field(default="thread", min_length=1, description="thread, dm, or a channel id")
     platform: Platform | None = Field(default=None, description="default: where the workflow was created")
 

@@ -1,0 +1,94 @@
+"""Project messages and forms rendered as Slack Block Kit, built with `slack_sdk.models` so
+every block is one Slack's own models accept (limits included) rather than hand-written JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from agents.messages import Button, Card, Form
+
+SECTION_LIMIT = 3000  # characters of one section's text
+COLLAPSED = 600  # a longer body is shown cut here, with its "more" button for the whole
+FIELD_LIMIT = 2000  # characters of one field's text
+VIEW_TEXT_LIMIT = 2900  # per section in a modal (a long draft spans several sections)
+TITLE_LIMIT = 24  # a modal's title
+ID_LIMIT = 255  # action_id, block_id, value, private_metadata (3000), callback_id
+
+
+def card_blocks(card: Card) -> list[dict[str, Any]]:
+    """The blocks of a card: title, fields, body (collapsed when long), status, buttons."""
+    blocks: list[Block] = []
+    if card.title:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(f"*{card.title}*", SECTION_LIMIT))))
+    if card.fields:
+        blocks.append(SectionBlock(fields=[MarkdownTextObject(text=_cut(f"*{f.label}*\n{f.value}", FIELD_LIMIT)) for f in card.fields[:10]]))
+    buttons = list(card.buttons)
+    if card.body:
+        long = len(card.body) > COLLAPSED
+        shown = card.body[:COLLAPSED].rstrip() + "…" if long else card.body
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_quote(shown))))
+        if long and card.more is not None:
+            buttons.append(card.more)
+    if card.status:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cut(card.status, SECTION_LIMIT))]))
+    if buttons:
+        blocks.append(ActionsBlock(elements=[_button(b) for b in buttons[:25]]))
+    if not blocks:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(card.text, SECTION_LIMIT))))
+    return [block.to_dict() for block in blocks]
+
+
+def buttons_blocks(text: str, buttons: list[Button]) -> list[dict[str, Any]]:
+    return [
+        SectionBlock(text=MarkdownTextObject(text=_cut(text, SECTION_LIMIT))).to_dict(),
+        ActionsBlock(elements=[_button(b) for b in buttons]).to_dict(),
+    ]
+
+
+def form_view(form: Form, metadata: str | None = None) -> dict[str, Any]:
+    """A modal: read-only text in sections, then one input per form input. Its
+    `private_metadata` carries `metadata` (default: the object id), its `callback_id` the
+    submit action."""
+    blocks: list[Block] = []
+    text = form.text
+    while text and len(blocks) < 40:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=text[:VIEW_TEXT_LIMIT])))
+        text = text[VIEW_TEXT_LIMIT:]
+    for item in form.inputs:
+        element = PlainTextInputElement(action_id=item.id, multiline=item.multiline, max_length=item.max_length,
+                                        initial_value=item.initial[: item.max_length] or None)
+        blocks.append(InputBlock(block_id=item.id, label=item.label, element=element, optional=item.optional))
+    view = View(
+        type="modal",
+        callback_id=form.submit_action or "view_only",
+        private_metadata=metadata if metadata is not None else form.object_id,
+        title=_cut(form.title, TITLE_LIMIT),
+        close="Close" if not form.inputs else "Cancel",
+        submit=form.submit_label if form.inputs else None,
+        blocks=blocks or [SectionBlock(text=" ")],
+    )
+    return view.to_dict()
+
+
+def _button(b: Button) -> ButtonElement:
+    return ButtonElement(text=b.label, action_id=b.action_id, value=b.value[:2000], style=b.style)
+
+
+def _quote(text: str) -> str:
+    return _cut("\n".join("> " + line for line in text.splitlines()) or ">", SECTION_LIMIT)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,130 @@
+"""Clicks and form submissions: the one way in for every button and form, on any platform.
+
+Invariants a reader must not break:
+- An action is recorded before the platform is acked (`accept`, web process): platforms do
+  not deliver an interaction twice, so an unrecorded click would be lost. A replay of the same
+  delivery finds its row and does nothing.
+- Its job (`handle`, a worker) does what it asks once (the row's status guards it) and checks
+  who may do it there, never in an adapter: approvals against their approvers and the admins;
+  Try again against the message's author and the admins. Anyone else gets a private notice
+  and nothing changes.
+- A click that opens a form is answered in the web process, while the platform's short-lived
+  trigger is valid (`form_for`): it only reads. The form's submission comes back as an action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from redis import Redis
+
+from agents.channels import ChannelError
+from agents.messages import (
+    APPROVE_ACTION,
+    EDIT_ACTION,
+    EDITED_FORM,
+    REJECT_ACTION,
+    REJECTED_FORM,
+    RETRY_TURN_ACTION,
+    VIEW_ACTION,
+    Form,
+    InboundAction,
+)
+from jobs import intake, loop, queues
+from jobs.people import People
+from jobs.runs import approvals as approval_rules
+from jobs.runtime import Runtime, current
+from storage import actions, approvals, inbound
+from storage.db import Database
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+ACTION_JOB = "jobs.actions.handle_job"
+FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
+STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
+RECORDED_ACTIONS = frozenset({APPROVE_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION})
+
+
+async def accept(db: Database, action: InboundAction) -> int | None:
+    """Record the action (before the ack); its id, or None for a replayed delivery."""
+    async with db.session() as session:
+        return await actions.record(session, action)
+
+
+def enqueue(redis: Redis, action_id: int) -> None:
+    """On the turns queue: a person is waiting for what their click does."""
+    queues.queue(redis, queues.TURNS).enqueue(ACTION_JOB, action_id, job_id=f"action-{action_id}", job_timeout=120,
+                                             result_ttl=600, failure_ttl=7 * 24 * 3600)
+
+
+async def form_for(db: Database, action: InboundAction) -> Form | str:
+    """The form a click opens, or a sentence for the person when there is none to open."""
+    async with db.session() as session:
+        row = await approvals.get(session, action.object_id)
+    return approval_rules.form_for(row, action)
+
+
+def handle_job(action_id: int) -> str:
+    """RQ entry point (sync, runs on the worker's persistent loop)."""
+    return loop.run(handle(current(), action_id))
+
+
+async def handle(rt: Runtime, action_id: int) -> str:
+    async with rt.db.session() as session:
+        row = await actions.get(session, action_id)
+        if row is None or row.status != "received":
+            return "handled already"
+        action = actions.as_action(row)
+    extra = {"member": action.member_id, "action": action.action}
+    if action.action == RETRY_TURN_ACTION:
+        outcome = await _retry_turn(rt, action)
+    elif action.action in (APPROVE_ACTION, REJECTED_FORM, EDITED_FORM):
+        outcome = await approval_rules.act(rt, action)
+    else:
+        outcome = f"unknown action {action.action}"
+    log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)
+    async with rt.db.session() as session:
+        await actions.finish(session, action_id, "done", outcome)
+    return outcome
+
+
+async def _retry_turn(rt: Runtime, action: InboundAction) -> str:
+    """Try again: only the person who wrote the message, or an admin."""
+    if not action.object_id.isdigit() or len(action.object_id) > 18:
+        return "not a message id"
+    inbound_id = int(action.object_id)
+    async with rt.db.session() as session:
+        row = await inbound.get(session, inbound_id)
+    if row is None or row.member_id != action.member_id:
+        return "no such message"
+    people = People.from_config(rt.loaded.config)
+    if action.user_id != row.user_id and not people.is_admin(action.user_id, action.platform):
+        channel = rt.channels(action.platform, action.member_id)
+        try:
+            await channel.notice(action.where, action.user_id,
+                                 f"Only {channel.mention(row.user_id)} (who wrote the message) or an admin can ask me to try again.")
+        except ChannelError as exc:
+            log.info("notice not sent: %s", exc.code)
+        return "refused"
+    async with rt.db.session() as session:
+        row = await inbound.get(session, inbound_id)
+        if row is None or row.status != "failed":
+            return "answered or being answered already"
+        await inbound.reset_for_retry(session, inbound_id)
+        attempt = row.attempts
+    assert rt.redis is not None
+    await asyncio.to_thread(intake.enqueue_turn, rt.redis, inbound_id, rt.loaded.config.workers.turn_timeout, attempt)
+    return "retrying"
+
+
+async def sweep(db: Database, redis: Redis, older_than: timedelta = timedelta(seconds=15)) -> int:
+    """Enqueue again the actions recorded but never handled (their job was never enqueued:
+    Redis was away at the ack, or the process died right after it)."""
+    async with db.session() as session:
+        ids = await actions.unhandled_before(session, utcnow() - older_than, utcnow() - STALE_AFTER)
+    for action_id in ids:
+        await asyncio.to_thread(enqueue, redis, action_id)
+    return len(ids)

@@ -1,0 +1,146 @@
+"""Approvals in Slack, end to end: the request is posted as the member's own bot, people click
+its buttons over signed HTTP, the core decides who may, exactly once, and every copy of the
+request shows the outcome. Real web and worker processes, real Redis, the Slack fake."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+from tests.conftest import ANA, BOB, GENERAL, NOVA, NOVA_DM, ROOT, Stack, wait_until
+from tests.fakes.anthropic_api import Reply
+from tests.test_workflows import start, wait_status
+
+Json = dict[str, Any]
+
+
+def assert_valid_blocks(blocks: list[Json]) -> None:
+    """Every block survives slack_sdk's own models unchanged: no dropped key, no unknown block."""
+    for block in blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None, block
+        parsed.validate_json()
+        assert parsed.to_dict() == block, (block, parsed.to_dict())
+
+
+def assert_valid_view(view: Json) -> None:
+    keys = ("type", "title", "submit", "close", "blocks", "private_metadata", "callback_id")
+    sent = {k: view[k] for k in keys if view.get(k) not in (None, "")}
+    model = View(**sent)
+    model.validate_json()
+    assert model.to_dict() == sent
+
+
+def requests_posted(stack: Stack) -> list[Json]:
+    """Nova's posts that are approval requests (they carry the Approve button), as they are now."""
+    return [p for p in stack.slack.posts_by(NOVA["token"]) if p.get("text", "").startswith("Approval ")]
+
+
+def button(message: Json, action_id: str) -> str:
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return str(element["value"])
+    raise AssertionError(f"no {action_id} button in {message}")
+
+
+def click(stack: Stack, message: Json, action_id: str, user: str) -> int:
+    status, _ = stack.driver().block_action(action_id, button(message, action_id), user_id=user,
+                                           channel_id=message["channel"], message_ts=message["ts"])
+    return status
+
+
+def status_line(message: Json) -> str:
+    return " ".join(e.get("text", "") for b in message.get("blocks") or [] if b["type"] == "context" for e in b["elements"])
+
+
+def pipeline(stack: Stack, *replies: str) -> str:
+    (stack.workdir / "pipeline.yml").write_text((ROOT / "examples/workflows/research-pipeline.yml").read_text())
+    assert stack.cli("workflow", "apply", "pipeline.yml").returncode == 0
+    stack.llm.script(*(Reply(text=r) for r in replies))
+    return start(stack, "research-pipeline", "topic=CRM tools", f"channel={GENERAL}")
+
+
+def test_approve_click_resumes_the_run_posts_once_and_every_copy_shows_the_approver(stack: Stack) -> None:
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT: A wins")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    # No origin conversation, no approvals channel: a DM to the approvers (the admin, Ana).
+    assert request["channel"] == NOVA_DM
+    assert "REPORT: A wins" in json.dumps(request["blocks"])
+    assert_valid_blocks(request["blocks"])
+
+    assert click(stack, request, "approval.approve", ANA) == 200
+    run = wait_status(stack, run_id, "completed", "failed")
+    assert run["status"] == "completed"
+    posts = [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL]
+    assert [p["text"] for p in posts] == ["REPORT: A wins"]
+    [updated] = wait_until(lambda: [r for r in requests_posted(stack) if "Approved by" in status_line(r)], what="the updated request")
+    assert f"<@{ANA}>" in status_line(updated)
+    assert "approval.approve" not in json.dumps(updated["blocks"])  # the buttons are gone
+    assert_valid_blocks(updated["blocks"])
+
+
+def test_a_non_approver_is_told_privately_and_nothing_changes(stack: Stack) -> None:
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    stack.slack.add_member(NOVA_DM, BOB)  # so the notice can reach Bob where he clicked
+    assert click(stack, request, "approval.approve", BOB) == 200
+    notice = wait_until(lambda: [e for e in stack.slack.ephemerals(NOVA_DM) if e["user"] == BOB], what="a private notice to Bob")
+    assert "Only" in notice[0]["text"] and "admin" in notice[0]["text"]
+    assert wait_status(stack, run_id, "waiting")["status"] == "waiting"
+    assert "Waiting for" in status_line(requests_posted(stack)[0])
+
+
+def test_fifty_concurrent_clicks_make_one_decision_one_resume_one_post(stack: Stack) -> None:
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        statuses = list(pool.map(lambda _: click(stack, request, "approval.approve", ANA), range(50)))
+    assert statuses == [200] * 50
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    wait_until(lambda: len([e for e in stack.slack.ephemerals(NOVA_DM) if e["user"] == ANA]) >= 49, timeout=30,
+               what="a polite notice for each extra click")
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == ["REPORT"]
+
+
+def test_reject_with_a_reason_posts_nothing_and_the_next_draft_hears_the_reason(stack: Stack) -> None:
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT v1")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    assert click(stack, request, "approval.reject", ANA) == 200
+    [modal] = wait_until(lambda: [v for v in stack.slack.views() if v["type"] == "modal"], what="the reason form")
+    assert_valid_view(modal)
+    status, _ = stack.driver().view_submission(modal, {"reason": "too formal"}, user_id=ANA)
+    assert status == 200
+    run = wait_status(stack, run_id, "completed", "failed")
+    assert run["status"] == "completed"
+    review = next(s for s in run["steps"] if s["id"] == "review")
+    assert review["output"]["decision"] == "rejected" and review["output"]["reason"] == "too formal"
+    assert [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == []
+    wait_until(lambda: "too formal" in status_line(requests_posted(stack)[0]), what="the request to show the rejection")
+
+    second = start(stack, "research-pipeline", "topic=CRM tools", f"channel={GENERAL}")
+    stack.llm.script(Reply(text="FACTS"), Reply(text="SUMMARY"), Reply(text="REPORT v2"))
+    wait_until(lambda: len(stack.llm.requests) >= 6, what="the second run's drafting")
+    assert "too formal" in json.dumps(stack.llm.requests[5]["body"]["messages"])
+    assert second
+
+
+def test_edit_approves_the_edited_text_and_that_is_what_is_posted(stack: Stack) -> None:
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT draft")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    assert click(stack, request, "approval.edit", ANA) == 200
+    [modal] = wait_until(lambda: [v for v in stack.slack.views() if v["type"] == "modal"], what="the edit form")
+    assert_valid_view(modal)
+    assert "REPORT draft" in json.dumps(modal["blocks"])
+    stack.driver().view_submission(modal, {"content": "REPORT final, edited by Ana"}, user_id=ANA)
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == ["REPORT final, edited by Ana"]
