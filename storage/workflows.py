@@ -89,16 +89,17 @@ async def set_status(session: AsyncSession, workflow_id: int, status: str) -> No
 
 async def create_run(
     session: AsyncSession, workflow: Workflow, trigger: str, run_input: dict[str, Any], slot: int | None = None,
-    depth: int = 0,
+    depth: int = 0, origin: dict[str, Any] | None = None,
 ) -> str | None:
     """A new run pinned to the active version; None when that schedule slot already ran.
-    `depth`: handoffs and events between it and the run a trigger started."""
+    `depth`: handoffs and events between it and the run a trigger started. `origin`: where it
+    came from (`Origin.to_json()`), stored as given."""
     run_id = uuid.uuid4().hex[:16]
     inserted = await insert_or_ignore(
         session,
         WorkflowRun,
         {"id": run_id, "workflow_id": workflow.id, "version": workflow.active_version, "status": "running",
-         "trigger": trigger, "slot": slot, "input": run_input, "depth": depth},
+         "trigger": trigger, "slot": slot, "input": run_input, "depth": depth, "origin": origin},
     )
     return run_id if inserted else None
 

@@ -10,6 +10,7 @@ from typing import Literal
 
 from jobs.runs import queueing
 from jobs.runs.definitions import find_step, load_version
+from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, publish
 from jobs.runtime import Runtime
@@ -57,12 +58,13 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision) -> bool:
         member_id = row.member_id
         run = await store.run(session, run_id)
         depth = (run.depth if run is not None else 0) + 1  # of the runs the event starts
+        origin = Origin.from_json(run.origin) if run is not None else None  # passed on to them
     assert rt.redis is not None
     queueing.enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
     try:
         await publish(rt.db, rt.redis, "approval.decided", member_id,
                       {"approval_id": approval_id, "decision": decision.decision, "run_id": run_id, "by": decision.by},
-                      settings(rt), depth)
+                      settings(rt), depth, parent_origin=origin)
     except ChainTooDeep as exc:  # the decision stands; only the runs its event would start are not started
         log.warning("approval.decided of %s not delivered: %s", approval_id, exc, extra={"run_id": run_id})
         async with rt.db.session() as session:

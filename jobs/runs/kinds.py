@@ -19,6 +19,7 @@ from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
 from jobs import pacing
 from jobs.runs import queueing
+from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
@@ -220,19 +221,21 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
         started: Started = []
         parent = await store.run(session, run_id)
         depth = (parent.depth if parent is not None else 0) + 1  # the runs this handoff starts
+        origin = Origin.from_json(parent.origin) if parent is not None else None  # theirs, with another `via`
         try:
             if handoff.workflow:
                 workflow = await store.by_name(session, handoff.workflow)
                 if workflow is None:
                     raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
                 child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config,
-                                                        depth=depth)
+                                                        depth=depth, origin=Origin.inherited(origin, "handoff"))
                 result["run_id"] = child
                 started.append((child, first_steps))
             if message is not None:
                 result["message"] = message
             event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
-            started += await publish_in(session, "member.handoff", handoff.member, event, config, depth)
+            started += await publish_in(session, "member.handoff", handoff.member, event, config, depth,
+                                        parent_origin=origin)
         except ChainTooDeep as exc:  # nothing of this handoff is written: the transaction rolls back
             raise StepFailure(f"step {path!r}: {exc}") from None
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
