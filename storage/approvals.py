@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.inserts import insert_or_ignore
@@ -43,6 +43,14 @@ async def decide(session: AsyncSession, approval_id: str, status: str, by: str |
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
     return await get(session, approval_id)
+
+
+async def pending_for_run(session: AsyncSession, run_id: str) -> list[str]:
+    """Ids of the run's approvals still pending, oldest first."""
+    rows = await session.execute(
+        select(Approval.id).where(Approval.run_id == run_id, Approval.status == "pending").order_by(Approval.created_at, Approval.id)
+    )
+    return list(rows.scalars())
 
 
 async def escalate(session: AsyncSession, approval_id: str, to: str, expires_at: datetime) -> None:

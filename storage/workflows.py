@@ -150,6 +150,21 @@ async def set_run_status(session: AsyncSession, run_id: str, status: str) -> Non
     await session.execute(_UPDATE_OPEN_RUN, {"b_run_id": run_id, "status": status})
 
 
+OPEN_STEP = ("pending", "queued", "running", "waiting", "retrying")
+
+
+async def cancel_open_steps(session: AsyncSession, run_id: str, error: str) -> int:
+    """Mark the run's unfinished steps `cancelled` (no lease, no timer): a queued job or a
+    timer that fires later finds nothing to do, and a worker running one of them loses its
+    lease at the next heartbeat and stops. Returns how many steps it marked."""
+    result = await session.execute(
+        update(_STEP_TABLE)
+        .where(_STEPS.run_id == run_id, _STEPS.status.in_(OPEN_STEP))
+        .values(status="cancelled", error=error, lease_until=None, wake_at=None, finished_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def active_runs(session: AsyncSession, workflow_id: int) -> int:
     return int(
         (
