@@ -194,6 +194,11 @@ async def _approval(rt: Runtime, definition: WorkflowDefinition, run_id: str, pa
     expires_at = utcnow() + timeout if timeout is not None else None
     shown = render(request.show, "approval.show") if request.show is not None else ""
     async with rt.db.session() as session:
+        # The run's row is locked first, as `cancel_run` does: a cancel that committed before
+        # this finds no approval to open; one after it finds this approval pending and cancels it.
+        run = await store.run(session, run_id, lock=True)
+        if run is None or run.status in store.FINISHED_RUN:
+            raise StepFailure(f"step {path!r}: the run is {run.status if run else 'gone'}")
         await approvals.open_request(
             session, approval_id=approval_id, run_id=run_id, step_path=path, member_id=definition.member,
             title=str(render(request.message, "approval.message")), content="" if shown is None else str(shown),
