@@ -126,3 +126,21 @@ steps:
     assert again.returncode == 2 and f"run {run_id} is already cancelled" in again.stderr
     unknown = stack.cli("runs", "cancel", "nosuchrun")
     assert unknown.returncode == 2 and "no run 'nosuchrun'" in unknown.stderr
+
+
+def test_an_origin_is_always_the_five_keys_and_passes_on_to_the_runs_it_starts() -> None:
+    from jobs.runs.origin import Origin
+
+    chat = Origin(via="chat", platform="slack", conversation="C0GENERAL1", thread="1712.0001", person="U0ANA0001")
+    assert Origin.from_json(chat.to_json()) == chat
+    assert list(chat.to_json()) == ["via", "platform", "conversation", "thread", "person"]
+    assert Origin.inherited(chat, "handoff").to_json() == {**chat.to_json(), "via": "handoff"}
+    assert Origin.inherited(None, "event").to_json() == origin("event", None)
+    assert Origin.from_json(None) is None
+    assert chat.describe() == "chat slack C0GENERAL1 U0ANA0001"
+    for bad in ({"via": "fax"}, {"via": "cli", "person": 7}, ["cli"]):
+        try:
+            Origin.from_json(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
