@@ -31,6 +31,7 @@ from aiohttp import web
 
 from jobs.runs import queueing
 from jobs.runs.inputs import InputError
+from jobs.runs.origin import Origin
 from jobs.runs.start import start_loaded
 from storage import webhooks as deliveries
 
@@ -136,7 +137,9 @@ async def _start_once(db: Any, name: str, delivery: str, payload: dict[str, Any]
             earlier = await deliveries.delivered_run(session, workflow.id, delivery)
             if earlier is not None:
                 return earlier, []
-            run_id, to_queue = await start_loaded(session, workflow, "webhook", payload, defer=True)
+            # No conversation behind a webhook: its person is the workflow's creator.
+            run_id, to_queue = await start_loaded(session, workflow, "webhook", payload, defer=True,
+                                                  origin=Origin(via="webhook", person=workflow.created_by))
             assert run_id is not None  # no schedule slot: a run is always created
             if not await deliveries.record_delivery(session, workflow.id, delivery, run_id):
                 raise _LostRace

@@ -26,6 +26,7 @@ from rq.registry import ScheduledJobRegistry
 from jobs import loop, queues
 from jobs.runs import queueing
 from jobs.runs.definitions import cached_version
+from jobs.runs.origin import Origin
 from jobs.runs.settings import RunSettings
 from jobs.runs.settings import settings as run_settings
 from jobs.runs.start import start_loaded
@@ -111,7 +112,8 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
                 own = (workflow, trigger)
             if busy.get(wid):
                 continue  # the overlap policy decides: its own job (this one, below, for this workflow)
-            run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=run_settings(rt))
+            run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=run_settings(rt),
+                                                  origin=scheduled_origin(workflow))
             started[wid] = (run_id, to_queue, trigger)
     if own is None:
         return "not a scheduled workflow"
@@ -128,6 +130,12 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
     others = sum(1 for wid, (run_id, _, _) in started.items() if run_id and wid != workflow_id)
     batched = f" (and {others} more of this slot)" if others else ""
     return f"started {own_run}{batched}" if own_run else "slot already ran"
+
+
+def scheduled_origin(workflow: Workflow) -> Origin:
+    """A schedule's run comes from no conversation: its person is the workflow's creator
+    (`workflow apply --as`, or the config's first admin), None when that is unknown."""
+    return Origin(via="schedule", person=workflow.created_by)
 
 
 def due_alongside(redis: Redis, slot_epoch: int, exclude: int) -> list[int]:
@@ -172,14 +180,15 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
         return "queued behind the running run"
     async with db.session() as session:
         run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=settings,
-                                              defer=settings is None)
+                                              defer=settings is None, origin=scheduled_origin(workflow))
     queueing.enqueue_steps(redis, run_id, to_queue)
     return f"started {run_id}" if run_id else "slot already ran"
 
 
 async def _record_skipped(db: Database, workflow: Workflow, slot_epoch: int, why: str) -> None:
     async with db.session() as session:
-        run_id = await store.create_run(session, workflow, "schedule", {}, slot=slot_epoch)
+        run_id = await store.create_run(session, workflow, "schedule", {}, slot=slot_epoch,
+                                        origin=scheduled_origin(workflow).to_json())
         if run_id is None:
             return
         await store.finish_run(session, run_id, "skipped", error=why)

@@ -93,6 +93,14 @@ async def mark_reminded(session: AsyncSession, approval_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def pending_for_run(session: AsyncSession, run_id: str) -> list[str]:
+    """Ids of the run's approvals still pending, oldest first."""
+    rows = await session.execute(
+        select(Approval.id).where(Approval.run_id == run_id, Approval.status == "pending").order_by(Approval.created_at, Approval.id)
+    )
+    return list(rows.scalars())
+
+
 async def escalate(session: AsyncSession, approval_id: str, to: str, expires_at: datetime) -> None:
     row = await get(session, approval_id)
     if row is not None:
@@ -100,11 +108,6 @@ async def escalate(session: AsyncSession, approval_id: str, to: str, expires_at:
             update(Approval).where(Approval.id == approval_id)
             .values(approvers=[*(row.approvers or []), to], expires_at=expires_at, revision=Approval.revision + 1)
         )
-
-
-async def pending_of_run(session: AsyncSession, run_id: str) -> list[Approval]:
-    rows = await session.execute(select(Approval).where(Approval.run_id == run_id, Approval.status == "pending"))
-    return list(rows.scalars())
 
 
 async def listing(session: AsyncSession, *, pending_only: bool = True, limit: int = 200) -> list[Approval]:

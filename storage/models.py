@@ -261,6 +261,9 @@ class WorkflowRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Handoffs and events between this run and the run a trigger started (that one is 0).
     depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the run came from (`jobs.runs.origin.Origin.to_json`: via, platform, conversation,
+    # thread, person); NULL for runs from before it was kept.
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)  # every advance
     finished_at: Mapped[datetime | None] = mapped_column()

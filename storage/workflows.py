@@ -89,16 +89,17 @@ async def set_status(session: AsyncSession, workflow_id: int, status: str) -> No
 
 async def create_run(
     session: AsyncSession, workflow: Workflow, trigger: str, run_input: dict[str, Any], slot: int | None = None,
-    depth: int = 0,
+    depth: int = 0, origin: dict[str, Any] | None = None,
 ) -> str | None:
     """A new run pinned to the active version; None when that schedule slot already ran.
-    `depth`: handoffs and events between it and the run a trigger started."""
+    `depth`: handoffs and events between it and the run a trigger started. `origin`: where it
+    came from (`Origin.to_json()`), stored as given."""
     run_id = uuid.uuid4().hex[:16]
     inserted = await insert_or_ignore(
         session,
         WorkflowRun,
         {"id": run_id, "workflow_id": workflow.id, "version": workflow.active_version, "status": "running",
-         "trigger": trigger, "slot": slot, "input": run_input, "depth": depth},
+         "trigger": trigger, "slot": slot, "input": run_input, "depth": depth, "origin": origin},
     )
     return run_id if inserted else None
 
@@ -147,6 +148,21 @@ async def finish_run(session: AsyncSession, run_id: str, status: str, output: An
 
 async def set_run_status(session: AsyncSession, run_id: str, status: str) -> None:
     await session.execute(_UPDATE_OPEN_RUN, {"b_run_id": run_id, "status": status})
+
+
+OPEN_STEP = ("pending", "queued", "running", "waiting", "retrying")
+
+
+async def cancel_open_steps(session: AsyncSession, run_id: str, error: str) -> int:
+    """Mark the run's unfinished steps `cancelled` (no lease, no timer): a queued job or a
+    timer that fires later finds nothing to do, and a worker running one of them loses its
+    lease at the next heartbeat and stops. Returns how many steps it marked."""
+    result = await session.execute(
+        update(_STEP_TABLE)
+        .where(_STEPS.run_id == run_id, _STEPS.status.in_(OPEN_STEP))
+        .values(status="cancelled", error=error, lease_until=None, wake_at=None, finished_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def active_runs(session: AsyncSession, workflow_id: int) -> int:

@@ -55,15 +55,21 @@ def _parser() -> argparse.ArgumentParser:
 
     workflow = sub.add_parser("workflow", help="apply, list, run, pause, resume and delete workflows")
     wsub = workflow.add_subparsers(dest="action", required=True, metavar="ACTION")
-    wsub.add_parser(
+    wapply = wsub.add_parser(
         "apply", help="create workflows or new versions from YAML/JSON files: all are checked (members, tools, template "
                       "variables, handoff loops across them and the stored ones), then all stored, or none. A workflow "
                       "keeps its member: to move it to another, delete it and apply again",
-    ).add_argument("file", nargs="+")
+    )
+    wapply.add_argument("file", nargs="+")
+    wapply.add_argument("--as", dest="as_person", metavar="PERSON",
+                        help="who creates it (person id from people: or a Slack user id): the person of its scheduled and "
+                             "webhook runs; default: the first of admins:")
     wsub.add_parser("list", help="workflows with status, version, trigger, last and next run").add_argument("--json", action="store_true")
     wrun = wsub.add_parser("run", help="start a run now; prints its id")
     wrun.add_argument("name")
     wrun.add_argument("--input", action="append", default=[], metavar="KEY=VALUE")
+    wrun.add_argument("--as", dest="as_person", metavar="PERSON",
+                      help="the person the run is started for (person id from people: or a Slack user id): its origin")
     wsub.add_parser("pause").add_argument("name")
     wsub.add_parser("resume").add_argument("name")
     wdelete = wsub.add_parser("delete", help="delete a workflow, its versions and runs; its schedule stops. Refused while "
@@ -71,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     wdelete.add_argument("name")
     wdelete.add_argument("--cancel-runs", action="store_true", help="stop its unfinished runs and delete them with it")
 
-    runs = sub.add_parser("runs", help="runs with each step's status, attempts and output")
+    runs = sub.add_parser("runs", help="runs with each step's status, attempts and output; `runs cancel RUN_ID` stops a run "
+                                       "and cancels its pending approvals")
+    runs.add_argument("action", nargs="?", choices=["cancel"], help=argparse.SUPPRESS)
+    runs.add_argument("run_id", nargs="?", help=argparse.SUPPRESS)
+    runs.add_argument("--as", dest="as_person", metavar="PERSON", help="with cancel: who cancels it")
     runs.add_argument("--workflow")
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--stats", action="store_true", help="per workflow: success rate and step latency p50/p95")
@@ -120,20 +130,28 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     if command in ("workflow", "runs", "secret"):
         from teammates import workflows_cli as w
 
-        if command == "runs" and args.stats:
+        if command == "runs" and args.action == "cancel":
+            if not args.run_id:
+                raise ConfigError("runs cancel: expected a run id")
+            asyncio.run(w.cancel(loaded, args.run_id, args.as_person, print))
+        elif command == "runs" and args.run_id:
+            raise ConfigError(f"runs: unexpected argument {args.run_id!r}")
+        elif command == "runs" and args.as_person:
+            raise ConfigError("runs: --as goes with `runs cancel RUN_ID`")
+        elif command == "runs" and args.stats:
             asyncio.run(w.run_stats(loaded, print, args.json))
         elif command == "runs":
             asyncio.run(w.list_runs(loaded, args.workflow, print, args.json))
         elif command == "secret":
             asyncio.run(w.secret_set(loaded, args.name, print) if args.action == "set" else w.secret_list(loaded, print))
         elif args.action == "apply":
-            asyncio.run(w.apply(loaded, args.file, print))
+            asyncio.run(w.apply(loaded, args.file, print, args.as_person))
         elif args.action == "delete":
             asyncio.run(w.delete(loaded, args.name, args.cancel_runs, print))
         elif args.action == "list":
             asyncio.run(w.list_workflows(loaded, print, args.json))
         elif args.action == "run":
-            asyncio.run(w.run_now(loaded, args.name, args.input, print))
+            asyncio.run(w.run_now(loaded, args.name, args.input, print, args.as_person))
         else:
             asyncio.run(w.set_status(loaded, args.name, "paused" if args.action == "pause" else "active", print))
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -14,9 +15,13 @@ from typing import Any
 
 from jobs import schedules
 from jobs.queues import redis_from_url
+from jobs.runs.approvals import refresh as refresh_approval
+from jobs.runs.cancel import NotCancellable, cancel_run
 from jobs.runs.inputs import InputError
+from jobs.runs.origin import Origin
 from jobs.runs.settings import from_config as run_settings
 from jobs.runs.start import start_run
+from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
@@ -26,14 +31,35 @@ from storage import workflows as store
 from storage.db import Database
 from storage.models import StepRun, WorkflowRun
 from teammates.config import ConfigError, LoadedConfig
-from teammates.runtime import prepare_database
+from teammates.runtime import prepare_database, slack_channels
 
 Say = Callable[[str], None]
 
 
-async def apply(loaded: LoadedConfig, files: list[str], say: Say) -> None:
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def person(loaded: LoadedConfig, value: str | None) -> str | None:
+    """`--as PERSON`: a person id from `people:` or a Slack user id, kept as given (None stays
+    None); anything else is a one-line error."""
+    if value is None:
+        return None
+    if any(p.id == value for p in loaded.config.people) or _SLACK_USER.match(value):
+        return value
+    raise ConfigError(f"--as: unknown person {value!r} (expected a person id from people: or a Slack user id)")
+
+
+def default_creator(loaded: LoadedConfig) -> str | None:
+    """Who creates a workflow applied without `--as`: the config's first admin (so that its
+    scheduled and webhook runs have a person), None without `admins:`."""
+    return loaded.config.admins[0] if loaded.config.admins else None
+
+
+async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str | None = None) -> None:
     """Read every file, then hand them to the one `apply` of the core: all checked, then all
-    stored in one transaction (or none)."""
+    stored in one transaction (or none). `as_person` (`--as`) is stored as a new workflow's
+    creator; without it the first admin is (the activity row then says `system`)."""
+    by = person(loaded, as_person)
     sources: list[Source] = []
     for file in files:
         try:
@@ -46,7 +72,8 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say) -> None:
     async with _opened(loaded) as db:
         try:
             async with db.session() as session:
-                results = await core.apply(session, sources)
+                results = await core.apply(session, sources, created_by=by,
+                                           fallback_creator=None if by else default_creator(loaded))
         except core.ApplyError as exc:
             raise ConfigError(str(exc)) from None
         if any(result.scheduled for result in results):
@@ -94,7 +121,9 @@ async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
             f"  last: {previous['status'] if previous else '-'}  next: {item['next_run'] or '-'}")
 
 
-async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -> None:
+async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say, as_person: str | None = None) -> None:
+    """Start a run now; its origin is `cli` with the `--as` person (None without it)."""
+    origin = Origin(via="cli", person=person(loaded, as_person))
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -104,7 +133,7 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say) -
     async with _opened(loaded) as db:
         try:
             run_id = await start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values,
-                                   settings=run_settings(loaded.config))
+                                   settings=run_settings(loaded.config), origin=origin)
         except LookupError as exc:
             raise ConfigError(str(exc).strip("'\"")) from None
         except InputError as exc:
@@ -155,10 +184,26 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
         say(json.dumps(items, indent=2, default=str))
         return
     for item in items:
-        say(f"{item['id']}  {item['workflow']} v{item['version']}  {item['status']}  started {item['started_at']}")
+        origin = Origin.from_json(item["origin"])
+        say(f"{item['id']}  {item['workflow']} v{item['version']}  {item['status']}  started {item['started_at']}"
+            f"  from {origin.describe() if origin else '-'}")
         for step in item["steps"]:
             detail = step["error"] or _short(step["output"])
             say(f"    {step['id']:<24} {step['status']:<9} attempts {step['attempts']}  {detail}")
+
+
+async def cancel(loaded: LoadedConfig, run_id: str, as_person: str | None, say: Say) -> None:
+    """`runs cancel RUN_ID`: a thin call of `jobs.runs.cancel.cancel_run`."""
+    by = person(loaded, as_person)
+    async with _opened(loaded) as db:
+        try:
+            cancelled = await cancel_run(db, run_id, by)
+        except (LookupError, NotCancellable) as exc:
+            raise ConfigError(str(exc)) from None
+        rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=None)
+        for approval_id in cancelled:  # every posted copy now says "Cancelled"
+            await refresh_approval(rt, approval_id)
+    say(f"{run_id}: cancelled" + (f" ({len(cancelled)} pending approval(s) cancelled: {', '.join(cancelled)})" if cancelled else ""))
 
 
 async def secret_set(loaded: LoadedConfig, name: str, say: Say) -> None:
@@ -188,7 +233,7 @@ def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dic
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
-        "error": run.error, "depth": run.depth,
+        "error": run.error, "depth": run.depth, "origin": run.origin,
         "steps": [
             {"id": path, "status": row.status, "attempts": row.attempt, **_shown(row.output), "error": row.error,
              "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}

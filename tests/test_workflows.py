@@ -260,7 +260,9 @@ steps:
         raise AssertionError("expected 401")
     except urllib.error.HTTPError as exc:
         assert exc.code == 401
-    wait_status(stack, run_id, "completed")
+    hooked = wait_status(stack, run_id, "completed")
+    # applied without --as: the first admin created it, so the webhook's run comes from her
+    assert hooked["origin"] == {"via": "webhook", "platform": None, "conversation": None, "thread": None, "person": "ana"}
     assert [p["text"] for p in stack.slack.wait_for_posts(1, token=NOVA["token"])] == ["New lead: Acme"]
     listing = json.loads(stack.cli("workflow", "list", "--json").stdout)
     assert listing == [{"name": "intake", "member": "nova", "status": "active", "version": 1, "trigger": "webhook",

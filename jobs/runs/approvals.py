@@ -42,6 +42,7 @@ from agents.messages import (
 from jobs.people import People
 from jobs.runs import queueing
 from jobs.runs.definitions import find_step, load_version
+from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in
 from jobs.runtime import Runtime
@@ -62,6 +63,10 @@ class Decision:
     by: str | None = None
     reason: str | None = None
     content: str | None = None
+
+
+class RunFinished(Exception):
+    """The run ended (cancelled, failed) before its approval could be opened: none is."""
 
 
 def people(rt: Runtime) -> People:
@@ -89,7 +94,11 @@ async def request(rt: Runtime, *, approval_id: str, run_id: str, path: str, memb
     expires_at = now + timeout if timeout is not None else None
     remind_at = now + remind_after if remind_after is not None else None
     async with rt.db.session() as session:
-        run = await store.run(session, run_id)
+        # The run's row is locked first, as `cancel_run` does: a cancel that committed before
+        # this finds no approval to open; one after it finds this approval pending and cancels it.
+        run = await store.run(session, run_id, lock=True)
+        if run is None or run.status in store.FINISHED_RUN:
+            raise RunFinished(f"step {path!r}: the run is {run.status if run else 'gone'}")
         origin = _origin(run)
         approvers = list(spec.approvers or [])
         if not approvers:
@@ -382,9 +391,11 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision, *, step_stat
                               run_id=row.run_id, details={k: v for k, v in entry.items() if k != "content"})
         run = await store.run(session, row.run_id)
         depth = (run.depth if run is not None else 0) + 1  # of the runs the event starts
+        origin = Origin.from_json(run.origin) if run is not None else None  # passed on to them
         event = {"approval_id": approval_id, "decision": decision.decision, "run_id": row.run_id, "by": decision.by}
         try:
-            started = await publish_in(session, "approval.decided", row.member_id, event, settings(rt), depth, defer=True)
+            started = await publish_in(session, "approval.decided", row.member_id, event, settings(rt), depth, defer=True,
+                                       parent_origin=origin)
         except ChainTooDeep as exc:  # the decision stands; only the runs its event would start are not started
             log.warning("approval.decided of %s not delivered: %s", approval_id, exc, extra={"run_id": row.run_id})
             await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="system",

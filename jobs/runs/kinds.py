@@ -20,6 +20,7 @@ from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
 from jobs import pacing
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
+from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
@@ -196,10 +197,13 @@ async def _approval(rt: Runtime, definition: WorkflowDefinition, run_id: str, pa
     request = step.approval
     approval_id = effect_id(run_id, path).replace("wf-", "ap-")
     shown = render(request.show, "approval.show") if request.show is not None else ""
-    wake_at = await approvals_core.request(
-        rt, approval_id=approval_id, run_id=run_id, path=path, member_id=definition.member, workflow=definition.name,
-        step=step, title=str(render(request.message, "approval.message")), content="" if shown is None else str(shown),
-    )
+    try:
+        wake_at = await approvals_core.request(
+            rt, approval_id=approval_id, run_id=run_id, path=path, member_id=definition.member, workflow=definition.name,
+            step=step, title=str(render(request.message, "approval.message")), content="" if shown is None else str(shown),
+        )
+    except approvals_core.RunFinished as exc:
+        raise StepFailure(str(exc)) from None
     return Suspend(wake_at=wake_at, approval_id=approval_id)
 
 
@@ -219,19 +223,21 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
         started: Started = []
         parent = await store.run(session, run_id)
         depth = (parent.depth if parent is not None else 0) + 1  # the runs this handoff starts
+        origin = Origin.from_json(parent.origin) if parent is not None else None  # theirs, with another `via`
         try:
             if handoff.workflow:
                 workflow = await store.by_name(session, handoff.workflow)
                 if workflow is None:
                     raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
                 child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config,
-                                                        depth=depth)
+                                                        depth=depth, origin=Origin.inherited(origin, "handoff"))
                 result["run_id"] = child
                 started.append((child, first_steps))
             if message is not None:
                 result["message"] = message
             event = {**result, "from": definition.member, "from_run_id": run_id}  # run_id: the run it started, if any
-            started += await publish_in(session, "member.handoff", handoff.member, event, config, depth)
+            started += await publish_in(session, "member.handoff", handoff.member, event, config, depth,
+                                        parent_origin=origin)
         except ChainTooDeep as exc:  # nothing of this handoff is written: the transaction rolls back
             raise StepFailure(f"step {path!r}: {exc}") from None
         await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,

@@ -14,6 +14,7 @@ from jobs.runs import queueing, secrets
 from jobs.runs.advance import Queued, advance_run
 from jobs.runs.definitions import cached_version, load_version
 from jobs.runs.inputs import InputError, resolve_inputs
+from jobs.runs.origin import Origin
 from jobs.runs.settings import RunSettings
 from jobs.workflows.definition import EventTrigger
 from storage import activity
@@ -33,20 +34,22 @@ class ChainTooDeep(Exception):
 
 
 async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any],
-                    slot: int | None = None, settings: RunSettings | None = None, *, defer: bool = False) -> str | None:
+                    slot: int | None = None, settings: RunSettings | None = None, *, defer: bool = False,
+                    origin: Origin | None = None) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
-    that schedule slot already has a run. `defer`: see `start_loaded`."""
+    that schedule slot already has a run. `defer`, `origin`: see `start_loaded`."""
     async with db.session() as session:
         workflow = await store.by_name(session, workflow_name)
         if workflow is None:
             raise LookupError(f"no workflow named {workflow_name!r}")
-        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer)
+        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer, origin=origin)
     queueing.enqueue_steps(redis, run_id, to_queue)
     return run_id
 
 
 async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None,
-                       settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False) -> tuple[str | None, Queued]:
+                       settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False,
+                       origin: Origin | None = None) -> tuple[str | None, Queued]:
     """Create a run of an already loaded workflow inside `session`'s transaction. Its first
     advance runs right here, so the first steps are queued with the run (no extra job);
     the caller enqueues the returned steps once the transaction has committed.
@@ -54,6 +57,10 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
     `depth`: handoffs and events since the run a trigger started (0 for a trigger; a handoff
     or an event passes its run's depth + 1). Deeper than `max_handoff_depth` raises
     `ChainTooDeep`: a loop of handoffs and events ends there, whatever `apply` could see.
+
+    `origin`: where the run came from, stored with it (`workflow_runs.origin`, NULL when None).
+    Every trigger passes one (cli, schedule, webhook; a handoff or event: the parent run's,
+    via `Origin.inherited`); None only from callers that predate origins.
 
     With `defer` (the web process, which never renders templates on its event loop nor in
     an ack's way) the first advance is a job instead: only the run row is written here. Until that job runs the run
@@ -64,7 +71,8 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
                            f"more than workflows.max_handoff_depth ({settings.max_handoff_depth})")
     definition = await load_version(session, workflow.id, workflow.active_version)
     values = resolve_inputs(definition, run_input)
-    run_id = await store.create_run(session, workflow, trigger, values, slot, depth)
+    run_id = await store.create_run(session, workflow, trigger, values, slot, depth,
+                                    origin.to_json() if origin is not None else None)
     if run_id is None:
         return None, []
     feed = [activity.entry(
@@ -77,29 +85,33 @@ async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dic
         return run_id, [("", definition.steps[0])]  # an empty path: an advance job
     # The run was inserted by this transaction a moment ago: nothing to re-read or lock.
     fresh = WorkflowRun(id=run_id, workflow_id=workflow.id, version=workflow.active_version, status="running", input=values,
-                        depth=depth)
+                        depth=depth, origin=origin.to_json() if origin is not None else None)
     _, to_queue = await advance_run(session, fresh, definition, {}, secrets.refusing(), settings, feed)
     await activity.record_many(session, feed)
     return run_id, to_queue
 
 
 async def publish(db: Database, redis: Redis, name: str, member: str | None, payload: dict[str, Any],
-                  settings: RunSettings | None = None, depth: int = 0) -> list[str]:
+                  settings: RunSettings | None = None, depth: int = 0, *, parent_origin: Origin | None = None) -> list[str]:
     """A platform event (`approval.decided`, `member.handoff`): start every active workflow
     whose event trigger listens for it. Returns the ids of the runs started. `depth`: that of
-    the runs it starts (the emitting run's + 1); too deep raises `ChainTooDeep`, nothing started."""
+    the runs it starts (the emitting run's + 1); too deep raises `ChainTooDeep`, nothing started.
+    `parent_origin`: the emitting run's origin; each run started gets it with `via: event`
+    (platform, conversation, thread and person copied; all None when the emitter has none)."""
     async with db.session() as session:
-        started = await publish_in(session, name, member, payload, settings, depth)
+        started = await publish_in(session, name, member, payload, settings, depth, parent_origin=parent_origin)
     queueing.enqueue_runs_steps(redis, started)
     return [run_id for run_id, _ in started if run_id]
 
 
 async def publish_in(session: Any, name: str, member: str | None, payload: dict[str, Any],
-                     settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False) -> Started:
+                     settings: RunSettings | None = None, depth: int = 0, *, defer: bool = False,
+                     parent_origin: Origin | None = None) -> Started:
     """`publish` inside the caller's transaction, so that the runs an event starts commit with
     whatever caused it (a handoff step's record): the caller enqueues the returned steps.
     `defer`: their first advance is a job (no template renders in the caller's transaction)."""
     started: Started = []
+    origin = Origin.inherited(parent_origin, "event")
     for workflow, document in await store.active_definitions(session):
         definition = cached_version(session, workflow.id, workflow.active_version, document)
         trigger = definition.trigger
@@ -109,7 +121,7 @@ async def publish_in(session: Any, name: str, member: str | None, payload: dict[
         try:
             started.append(await start_loaded(session, workflow, "event",
                                               {k: v for k, v in payload.items() if not declared or k in declared}, settings=settings,
-                                              depth=depth, defer=defer))
+                                              depth=depth, defer=defer, origin=origin))
         except InputError as exc:  # raised before anything is written for this workflow
             log.warning("event %s not delivered to %s: %s", name, workflow.name, exc, extra={"workflow": workflow.name})
     return started

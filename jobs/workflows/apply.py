@@ -83,9 +83,13 @@ class Applied:
     scheduled: bool
 
 
-async def apply(session: Any, sources: list[Source], *, created_by: str | None = None) -> list[Applied]:
+async def apply(session: Any, sources: list[Source], *, created_by: str | None = None,
+                fallback_creator: str | None = None) -> list[Applied]:
     """Check every source, then store each as a workflow or a new version (see the module
-    docstring). Raises `ApplyError` before anything is written."""
+    docstring). Raises `ApplyError` before anything is written. `created_by`: who applies
+    them (the activity row's actor, and a new workflow's creator: the person of its scheduled
+    and webhook runs). `fallback_creator`: the creator stored when `created_by` is None (the
+    activity row still says `system`). An existing workflow keeps its creator."""
     loaded: list[tuple[Source, WorkflowDefinition]] = []
     seen: dict[str, str] = {}
     for source in sources:
@@ -115,7 +119,7 @@ async def apply(session: Any, sources: list[Source], *, created_by: str | None =
                              " a workflow may not start itself again through handoffs")
     results: list[Applied] = []
     for _, definition in loaded:
-        row, version, changed = await store.apply(session, as_document(definition), created_by=created_by)
+        row, version, changed = await store.apply(session, as_document(definition), created_by=created_by or fallback_creator)
         if changed:
             await activity.record(session, member_id=definition.member, actor_type="person" if created_by else "system",
                                   actor_id=created_by or "system", action="workflow_applied",

@@ -1,7 +1,7 @@
 """approvals in threads: decisions, copies, reminders; clicks recorded before the ack
 
 Revision ID: 0006_approvals
-Revises: 0004_turns
+Revises: 0005_origin
 
 An approval keeps every person's decision (a quorum counts them), every posted copy of its
 request (all are updated after the outcome) and its reminder; `revision` guards concurrent
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_approvals"
-down_revision: str | Sequence[str] | None = "0004_turns"
+down_revision: str | Sequence[str] | None = "0005_origin"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
