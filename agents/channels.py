@@ -1,7 +1,8 @@
 """The channel port: what the core needs from a chat platform, implemented by `bot/` adapters.
 
 The core never sees a Slack or Teams object: it asks a `Channel` to post, to show that a member
-is working, or to look up a person. Every post carries an effect id, so after a crash the core
+is working, or to look up a person. Messages are named by `MessageRef` (conversation, message,
+thread) whose ids only the adapter reads, and people are named in text through `mention`. Every post carries an effect id, so after a crash the core
 can ask whether that exact post already landed before posting again.
 """
 
@@ -28,33 +29,33 @@ class Channel(Protocol):
 
     async def post(
         self,
-        channel: str,
+        to: MessageRef,
         text: str,
         *,
-        thread_ts: str | None = None,
         effect_id: str | None = None,
         buttons: Sequence[Button] = (),
-    ) -> str:
-        """Post a message and return its platform id (Slack `ts`)."""
+    ) -> MessageRef:
+        """Post a message in `to.conversation` (in `to.thread` if set); where it landed."""
         ...
 
-    async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
-        """The id of an earlier post carrying `effect_id`, if one landed (crash recovery only)."""
+    async def find_effect(self, where: MessageRef, effect_id: str) -> MessageRef | None:
+        """An earlier post carrying `effect_id` in `where`'s conversation (or thread), if one
+        landed (crash recovery only)."""
         ...
 
-    async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
-        """Show that the member is working on the message `ts`."""
+    async def set_working(self, message: MessageRef) -> None:
+        """Show that the member is working on `message`."""
         ...
 
-    async def clear_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+    async def clear_working(self, message: MessageRef) -> None:
         ...
 
     async def lookup_user(self, user_id: str) -> UserInfo | None:
         ...
 
-    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> MessageRef:
         """Send `text` to the person `user_id` privately, outside the conversation (a Slack
-        DM); the message's id. Raises `ChannelError` where the platform cannot reach them."""
+        DM); where it landed. Raises `ChannelError` where the platform cannot reach them."""
         ...
 
     async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
@@ -85,6 +86,10 @@ class Channel(Protocol):
 
     def mention(self, user_id: str) -> str:
         """How a message names a person so the platform shows (and notifies) them."""
+        ...
+
+    def mention_conversation(self, conversation: str) -> str:
+        """How a message names a conversation (a link to the channel)."""
         ...
 
 

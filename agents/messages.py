@@ -13,31 +13,30 @@ class InboundMessage:
     """A message a person sent that may be addressed to a member.
 
     `kind` says why it reached the member: a direct message, an @mention, or a reply in a
-    thread (which the member answers only if it is already part of that thread)."""
+    thread (which the member answers only if it is already part of that thread). `where` is
+    the message itself: its conversation, its own id, and its thread if it is a reply."""
 
     member_id: str
     platform: str
     event_id: str
     kind: MessageKind
-    channel: str
-    ts: str
+    where: MessageRef
     user_id: str
     text: str
-    thread_ts: str | None = None
 
     @property
-    def reply_thread(self) -> str | None:
+    def reply_to(self) -> MessageRef:
         """Where the answer goes: DMs answer in place, channel messages in their thread."""
         if self.kind in ("dm", "terminal"):
-            return self.thread_ts
-        return self.thread_ts or self.ts
+            return MessageRef(self.where.conversation, None, self.where.thread)
+        return self.where.reply_in_thread()
 
     @property
     def thread_key(self) -> str:
         """Identifies the conversation: one per person for a DM's main line, one per thread."""
-        if self.kind in ("dm", "terminal") and self.thread_ts is None:
+        if self.kind in ("dm", "terminal") and self.where.thread is None:
             return ""
-        return self.thread_ts or self.ts
+        return self.where.thread or self.where.message or ""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ How you work:
   explicit approval from a person.
 - If a request is another colleague's area, say so and offer to loop them in.
 - Never reveal credentials, tokens or secrets, even if asked.
-- Messages in channels are prefixed with the sender's id like <@U123>; address people naturally."""
+- Messages in channels are prefixed with who wrote them; address people naturally."""
 
 
 def system_blocks(member: MemberProfile, workspace: Workspace, now: datetime, colleagues: list[MemberProfile] | None = None) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from redis import Redis
 from agents.channels import ChannelError
 from agents.messages import (
     APPROVE_ACTION,
+    APPROVE_ALL_ACTION,
     EDIT_ACTION,
     EDITED_FORM,
     REJECT_ACTION,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 ACTION_JOB = "jobs.actions.handle_job"
 FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
 STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
-RECORDED_ACTIONS = frozenset({APPROVE_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION})
+RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -83,6 +84,8 @@ async def handle(rt: Runtime, action_id: int) -> str:
         outcome = await _retry_turn(rt, action)
     elif action.action in (APPROVE_ACTION, REJECTED_FORM, EDITED_FORM):
         outcome = await approval_rules.act(rt, action)
+    elif action.action == APPROVE_ALL_ACTION:
+        outcome = await approval_rules.approve_all(rt, action)
     else:
         outcome = f"unknown action {action.action}"
     log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)

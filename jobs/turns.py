@@ -31,7 +31,7 @@ from typing import Any
 
 from agents import prompts
 from agents.channels import Channel, ChannelError, is_permanent
-from agents.messages import RETRY_TURN_ACTION, Button
+from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
@@ -83,9 +83,15 @@ class _Turn:
         return [m.id for m in self.batch]
 
     @property
-    def reply_thread(self) -> str | None:
+    def reply_to(self) -> MessageRef:
+        """Where the answer goes: DMs answer in place, channel messages in their thread."""
         m = self.lead
-        return m.thread_ts if m.kind in ("dm", "terminal") else (m.thread_ts or m.ts)
+        return MessageRef(m.channel, None, m.thread_ts if m.kind in ("dm", "terminal") else (m.thread_ts or m.ts))
+
+
+def _message(event: InboundEvent) -> MessageRef:
+    """The stored message as the port names it (storage keeps its own column names)."""
+    return MessageRef(event.channel, event.ts, event.thread_ts)
 
 
 async def answer(rt: Runtime, inbound_id: int) -> str:
@@ -172,12 +178,13 @@ async def _reply(rt: Runtime, turn: _Turn) -> str:
     extra = {"run_id": f"turn-{lead.id}", "member": lead.member_id}
     reply = turn.reply
     if reply.status == "done":
-        return await _finish(rt, turn, channel, str(reply.result.get("text", "")), str(reply.result.get("ts", "")), posted=False)
+        stored = MessageRef(turn.reply_to.conversation, str(reply.result.get("ts", "")) or None, turn.reply_to.thread)
+        return await _finish(rt, turn, channel, str(reply.result.get("text", "")), stored, posted=False)
     text = reply.result.get("text")
-    if text and (ts := await _landed(channel, lead, turn.reply_thread, reply)):
-        return await _finish(rt, turn, channel, str(text), ts, posted=False)
+    if text and (landed := await _landed(channel, turn, reply)):
+        return await _finish(rt, turn, channel, str(text), landed, posted=False)
     if not text:
-        await _quietly(channel.set_working(last.channel, last.ts, turn.reply_thread), extra)
+        await _quietly(channel.set_working(_message(last)), extra)
         generated = await _generate(rt, turn, channel, extra)
         if generated is None:
             return "apologised"
@@ -186,9 +193,9 @@ async def _reply(rt: Runtime, turn: _Turn) -> str:
             await effects.remember_intent(session, reply.id, {"text": text, "inbound_ids": turn.ids})
     else:
         log.info("re-posting the stored answer (not asking the LLM again)", extra=extra)
-    ts = await channel.post(lead.channel, str(text), thread_ts=turn.reply_thread, effect_id=reply.id)
+    posted = await channel.post(turn.reply_to, str(text), effect_id=reply.id)
     _observe_latency(rt, last)
-    return await _finish(rt, turn, channel, str(text), ts, posted=True)
+    return await _finish(rt, turn, channel, str(text), posted, posted=True)
 
 
 async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str, str]) -> str | None:
@@ -205,14 +212,13 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
     ctx = ToolContext(
         member=member,
         channel=channel,
-        conversation_channel=lead.channel,
-        thread_ts=turn.reply_thread,
+        conversation=turn.reply_to,
         user_id=last.user_id,
         run_id=run_id,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
         effects=ToolEffects(rt, run_id),
     )
-    history = history_to_messages([(m.role, _speaker(m.role, m.author_id, m.text, lead.kind)) for m in stored])
+    history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm
     try:
         result = await asyncio.wait_for(
@@ -231,7 +237,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         kind = exc.kind if isinstance(exc, LlmUnavailable) else "timeout"
         log.warning("LLM unavailable: %s", kind, extra=extra)
         await _apologise(rt, channel, turn, kind)
-        await _quietly(channel.clear_working(last.channel, last.ts, turn.reply_thread), extra)
+        await _quietly(channel.clear_working(_message(last)), extra)
         return None
     log.info("answered in %d round(s), tools=%s", result.iterations, ",".join(result.tool_calls) or "-", extra=extra)
     return result.text
@@ -247,23 +253,24 @@ def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
         log.info("turn latency not recorded", exc_info=True)
 
 
-async def _finish(rt: Runtime, turn: _Turn, channel: Channel, text: str, ts: str, *, posted: bool) -> str:
+async def _finish(rt: Runtime, turn: _Turn, channel: Channel, text: str, reply: MessageRef, *, posted: bool) -> str:
     """One transaction: the post is done, its messages answered, the reply in the history.
     The next turn of the conversation cannot start before this commits (it needs the lease)."""
+    message_id = reply.message or ""
     async with rt.db.session() as session:
         if posted or turn.reply.status != "done":
-            await effects.finish(session, turn.reply.id, {"text": text, "inbound_ids": turn.ids, "ts": ts})
-        if await inbound.mark_answered(session, turn.ids, ts):  # the flip guards the reply: stored once
-            await conversations.add_message(session, turn.conversation_id, "assistant", turn.lead.member_id, text, ts or None)
+            await effects.finish(session, turn.reply.id, {"text": text, "inbound_ids": turn.ids, "ts": message_id})
+        if await inbound.mark_answered(session, turn.ids, message_id):  # the flip guards the reply: stored once
+            await conversations.add_message(session, turn.conversation_id, "assistant", turn.lead.member_id, text, message_id or None)
     last = turn.last
-    await _quietly(channel.clear_working(last.channel, last.ts, turn.reply_thread), {"member": last.member_id})
-    return f"answered {ts}"
+    await _quietly(channel.clear_working(_message(last)), {"member": last.member_id})
+    return f"answered {message_id}"
 
 
-async def _landed(channel: Channel, event: InboundEvent, reply_thread: str | None, reply: Effect) -> str | None:
-    """Crash path: the ts of an earlier attempt's post, if it landed."""
+async def _landed(channel: Channel, turn: _Turn, reply: Effect) -> MessageRef | None:
+    """Crash path: an earlier attempt's post, if it landed."""
     try:
-        return await channel.find_effect(event.channel, reply_thread, reply.id)
+        return await channel.find_effect(turn.reply_to, reply.id)
     except ChannelError:
         return None
 
@@ -296,7 +303,7 @@ async def _give_up(rt: Runtime, turn: _Turn, reason: str, *, channel_gone: bool)
             actor_type="member",
             actor_id=lead.member_id,
             action="message.failed",
-            description=f"Could not answer <@{lead.user_id}> in {lead.channel}: {reason}",
+            description=f"Could not answer {lead.user_id} in {lead.channel}: {reason}",
             entity_type="inbound",
             entity_id=str(lead.id),
             run_id=f"turn-{lead.id}",
@@ -310,23 +317,23 @@ async def _give_up(rt: Runtime, turn: _Turn, reason: str, *, channel_gone: bool)
     except LookupError:
         return
     code = reason if channel_gone else ""
-    where = "" if lead.kind in ("dm", "terminal") else f" in <#{lead.channel}>"
+    where = "" if lead.kind in ("dm", "terminal") else f" in {channel.mention_conversation(lead.channel)}"
     quote = turn.last.text if len(turn.last.text) <= 80 else turn.last.text[:77] + "..."
     text = GAVE_UP.format(where=where, quote=quote, why=_GAVE_UP_WHY.get(code, f"something went wrong on my side ({reason[:200]})"))
-    ts: str | None = None
+    told: MessageRef | None = None
     if not channel_gone:
         try:
-            ts = await channel.post(lead.channel, text, thread_ts=turn.reply_thread, effect_id=note.id)
+            told = await channel.post(turn.reply_to, text, effect_id=note.id)
         except Exception as exc:  # noqa: BLE001 - then try a DM
             log.info("failure notice not posted in the conversation: %s", exc)
-    if ts is None:
+    if told is None:
         try:
-            ts = await channel.notify(turn.last.user_id, text, effect_id=note.id)
+            told = await channel.notify(turn.last.user_id, text, effect_id=note.id)
         except Exception as exc:  # noqa: BLE001 - nowhere left to tell them; the status says it
             log.warning("could not tell %s that their message failed: %s", turn.last.user_id, exc)
-    if ts is not None:
+    if told is not None:
         async with rt.db.session() as session:
-            await effects.finish(session, note.id, {"ts": ts})
+            await effects.finish(session, note.id, {"ts": told.message})
 
 
 async def _apologise(rt: Runtime, channel: Channel, turn: _Turn, kind: str) -> None:
@@ -338,15 +345,14 @@ async def _apologise(rt: Runtime, channel: Channel, turn: _Turn, kind: str) -> N
         await inbound.mark_failed(session, turn.ids, kind)
     if row.status == "done":
         return
-    ts = await channel.post(
-        lead.channel,
+    posted = await channel.post(
+        turn.reply_to,
         text,
-        thread_ts=turn.reply_thread,
         effect_id=effect_id,
         buttons=[Button(RETRY_TURN_ACTION, "Try again", str(turn.last.id), style="primary")],
     )
     async with rt.db.session() as session:
-        await effects.finish(session, effect_id, {"ts": ts})
+        await effects.finish(session, effect_id, {"ts": posted.message})
 
 
 async def _record_usage(rt: Runtime, u: Usage, member_id: str, user_id: str, conversation_id: int, run_id: str) -> None:
@@ -371,10 +377,10 @@ async def _history_lines(rt: Runtime, conversation_id: int, limit: int) -> list[
     return [HistoryLine(role=m.role, author_id=m.author_id, text=m.text, at=m.created_at.isoformat()) for m in rows]
 
 
-def _speaker(role: str, author_id: str, text: str, kind: str) -> str:
+def _speaker(channel: Channel, role: str, author_id: str, text: str, kind: str) -> str:
     """In channel threads several people talk: say who wrote each line."""
     if role == "user" and kind not in ("dm", "terminal"):
-        return f"<@{author_id}>: {text}"
+        return f"{channel.mention(author_id)}: {text}"
     return text
 
 

@@ -53,13 +53,13 @@ async def take(session: AsyncSession, ids: Sequence[int], lease: timedelta) -> N
     )
 
 
-async def mark_answered(session: AsyncSession, ids: Sequence[int], reply_ts: str) -> int:
+async def mark_answered(session: AsyncSession, ids: Sequence[int], reply_id: str) -> int:
     """How many were still unanswered: 0 when another worker recorded this reply already, and
     the caller then records nothing more, so the reply is stored once."""
     result = await session.execute(
         update(InboundEvent)
         .where(InboundEvent.id.in_(ids), InboundEvent.status != "answered")
-        .values(status="answered", reply_ts=reply_ts, answered_at=utcnow(), error=None, lease_until=None)
+        .values(status="answered", reply_ts=reply_id, answered_at=utcnow(), error=None, lease_until=None)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -60,9 +60,9 @@ def _values(msg: InboundMessage) -> dict[str, Any]:
         "platform": msg.platform,
         "event_id": msg.event_id,
         "kind": msg.kind,
-        "channel": msg.channel,
-        "ts": msg.ts,
-        "thread_ts": msg.thread_ts,
+        "channel": msg.where.conversation,
+        "ts": msg.where.message,
+        "thread_ts": msg.where.thread,
         "user_id": msg.user_id,
         "text": msg.text,
         "status": "received",
@@ -78,8 +78,8 @@ def _thread_query(msg: InboundMessage) -> Any:
     return select(Conversation.id).where(
         Conversation.member_id == msg.member_id,
         Conversation.platform == msg.platform,
-        Conversation.channel == msg.channel,
-        Conversation.thread_key == msg.thread_ts,
+        Conversation.channel == msg.where.conversation,
+        Conversation.thread_key == msg.where.thread,
     )
 
 
@@ -150,7 +150,8 @@ class SqliteRecorder:
                 return None
             row = conn.execute(
                 self._INBOUND,
-                (msg.member_id, msg.platform, msg.event_id, msg.kind, msg.channel, msg.ts, msg.thread_ts, msg.user_id, msg.text, now),
+                (msg.member_id, msg.platform, msg.event_id, msg.kind, msg.where.conversation, msg.where.message, msg.where.thread,
+                 msg.user_id, msg.text, now),
             ).fetchone()
             conn.execute("COMMIT")
         except BaseException:
@@ -160,7 +161,7 @@ class SqliteRecorder:
         return int(row[0]) if row else None
 
     async def in_thread(self, msg: InboundMessage) -> bool:
-        query = (self._IN_THREAD, (msg.member_id, msg.platform, msg.channel, msg.thread_ts))
+        query = (self._IN_THREAD, (msg.member_id, msg.platform, msg.where.conversation, msg.where.thread))
         row = await self._retrying(lambda: self.conn.execute(*query).fetchone())
         return row is not None
 

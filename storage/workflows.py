@@ -14,7 +14,7 @@ from storage.inserts import insert_or_ignore
 from storage.members import WORKSPACE_ID
 from storage.models import Approval, StepRun, Workflow, WorkflowRun, WorkflowVersion, utcnow
 
-FINISHED_RUN = ("completed", "failed", "cancelled")
+FINISHED_RUN = ("completed", "failed", "cancelled", "skipped")  # skipped: a schedule slot recorded, never run
 
 
 async def apply(session: AsyncSession, document: dict[str, Any], created_by: str | None = None) -> tuple[Workflow, int, bool]:

@@ -31,24 +31,24 @@ class TerminalChannel:
         self.name = name
         self.out = out
 
-    async def post(self, channel: str, text: str, *, thread_ts: str | None = None, effect_id: str | None = None, buttons: Sequence[Button] = ()) -> str:
+    async def post(self, to: MessageRef, text: str, *, effect_id: str | None = None, buttons: Sequence[Button] = ()) -> MessageRef:
         self.out.write(f"\n{self.name}: {text}\n")
         if buttons:
             self.out.write("(" + " / ".join(b.label for b in buttons) + ": just write again)\n")
         self.out.flush()
-        return f"{time.time():.6f}"
+        return MessageRef(to.conversation, f"{time.time():.6f}", to.thread)
 
-    async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
+    async def find_effect(self, where: MessageRef, effect_id: str) -> MessageRef | None:
         return None
 
-    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
-        return await self.post("", text)
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> MessageRef:
+        return await self.post(MessageRef(""), text)
 
-    async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+    async def set_working(self, message: MessageRef) -> None:
         self.out.write(f"{self.name} is thinking…\n")
         self.out.flush()
 
-    async def clear_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+    async def clear_working(self, message: MessageRef) -> None:
         return None
 
     async def lookup_user(self, user_id: str) -> UserInfo | None:
@@ -56,18 +56,17 @@ class TerminalChannel:
 
     async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
         lines = [card.title or card.text, *(f"{f.label}: {f.value}" for f in card.fields), card.body, card.status]
-        await self.post(to.conversation, "\n".join(line for line in lines if line))
-        return MessageRef(to.conversation, f"{time.time():.6f}")
+        return await self.post(to, "\n".join(line for line in lines if line))
 
     async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
         return await self.send_card(MessageRef(""), card)
 
     async def update(self, ref: MessageRef, card: Card) -> None:
         if card.status:
-            await self.post(ref.conversation, card.status)
+            await self.post(ref, card.status)
 
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
-        await self.post("", text)
+        await self.post(where or MessageRef(""), text)
 
     async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
         raise ChannelError("not_supported", "forms need Slack or Teams")
@@ -77,6 +76,9 @@ class TerminalChannel:
 
     def mention(self, user_id: str) -> str:
         return f"@{user_id}"
+
+    def mention_conversation(self, conversation: str) -> str:
+        return f"#{conversation}"
 
 
 async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
@@ -107,8 +109,7 @@ async def chat(loaded: LoadedConfig, member_id: str, stdin: TextIO = sys.stdin, 
                 platform="terminal",
                 event_id=uuid.uuid4().hex,
                 kind="terminal",
-                channel=f"terminal-{user}",
-                ts=f"{time.time():.6f}",
+                where=MessageRef(f"terminal-{user}", f"{time.time():.6f}"),
                 user_id=user,
                 text=text,
             )

@@ -13,7 +13,7 @@ from slack_sdk.models.views import View
 
 from tests.conftest import ANA, BOB, GENERAL, NOVA, NOVA_DM, ROOT, Stack, wait_until
 from tests.fakes.anthropic_api import Reply
-from tests.test_workflows import start, wait_status
+from tests.test_workflows import apply, start, wait_status
 
 Json = dict[str, Any]
 
@@ -144,3 +144,41 @@ def test_edit_approves_the_edited_text_and_that_is_what_is_posted(stack: Stack) 
     stack.driver().view_submission(modal, {"content": "REPORT final, edited by Ana"}, user_id=ANA)
     assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
     assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == ["REPORT final, edited by Ana"]
+
+
+def test_approve_all_on_a_12_item_foreach_sends_12_once_each_and_items_stay_decidable(stack: Stack) -> None:
+    stack.up()
+    items = json.dumps([f"client {i}" for i in range(12)])
+    apply(stack, f"""
+name: reminders
+member: nova
+trigger: {{manual: {{}}}}
+inputs:
+  - {{name: clients, type: list, default: {items}}}
+steps:
+  - id: remind
+    foreach: "{{{{ inputs.clients }}}}"
+    concurrency: 12
+    steps:
+      - id: approve
+        approval: {{message: "Remind {{{{ item }}}}?", show: "Dear {{{{ item }}}}, a friendly reminder.", approvers: [ana], to: {GENERAL}}}
+      - id: send
+        post: {{channel: {GENERAL}, text: "{{{{ steps.approve.content }}}}"}}
+""")
+    run_id = start(stack, "reminders")
+    wait_until(lambda: len(requests_posted(stack)) == 12, what="12 requests")
+    [parent] = wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if "approval.approve_all" in json.dumps(p.get("blocks"))],
+                          what="the group's message")
+    assert_valid_blocks(parent["blocks"])
+    assert all(r.get("thread_ts") == parent["ts"] for r in requests_posted(stack))  # grouped under it
+    # One item decided on its own first: it stays decided, Approve all takes the other 11.
+    first = requests_posted(stack)[0]
+    assert click(stack, {**first, "channel": GENERAL}, "approval.reject", ANA) == 200
+    [modal] = wait_until(lambda: [v for v in stack.slack.views() if v["type"] == "modal"], what="the reason form")
+    stack.driver().view_submission(modal, {"reason": "not this one"}, user_id=ANA)
+    wait_until(lambda: "Rejected" in status_line(requests_posted(stack)[0]), what="the rejection")
+    assert click(stack, {**parent, "channel": GENERAL}, "approval.approve_all", ANA) == 200
+    run = wait_status(stack, run_id, "completed", "failed", timeout=60)
+    assert run["status"] == "completed"
+    sent = sorted(p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL and p.get("text", "").startswith("Dear"))
+    assert len(sent) == 11 and len(set(sent)) == 11  # each approved item sent once; the rejected one not

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from agents.channels import ChannelError
+from agents.messages import MessageRef
 from agents.tools.context import ToolContext
 from agents.tools.registry import ToolError, register
 
@@ -44,7 +45,8 @@ async def lookup_user(ctx: ToolContext, args: LookupUserInput) -> dict[str, Any]
 class PostMessageInput(BaseModel):
     channel: str = Field(description="Channel id (e.g. C0123ABCD) of a channel you are a member of")
     text: str = Field(min_length=1, max_length=3000, description="The message, in Slack mrkdwn")
-    thread_ts: str | None = Field(default=None, description="Reply in this thread instead of the channel")
+    thread: str | None = Field(default=None, validation_alias=AliasChoices("thread", "thread_ts"),
+                               description="Reply in this thread (the id of its first message) instead of the channel")
 
 
 @register(
@@ -65,12 +67,12 @@ async def post_message(ctx: ToolContext, args: PostMessageInput) -> dict[str, An
         return {"posted": True, "channel": stored.get("channel", channel), "ts": stored.get("ts")}
     if existed:  # an earlier attempt may have posted before it died: look before posting again
         try:
-            ts = await ctx.channel.find_effect(str(stored.get("channel", channel)), args.thread_ts, effect_id)
+            found = await ctx.channel.find_effect(MessageRef(str(stored.get("channel", channel)), None, args.thread), effect_id)
         except ChannelError:
-            ts = None
-        if ts is not None:
-            await ctx.effects.finish(effect_id, {**stored, "ts": ts})
-            return {"posted": True, "channel": stored.get("channel", channel), "ts": ts}
+            found = None
+        if found is not None:
+            await ctx.effects.finish(effect_id, {**stored, "ts": found.message})
+            return {"posted": True, "channel": stored.get("channel", channel), "ts": found.message}
     result = await _post(ctx, channel, args, effect_id)
     await ctx.effects.finish(effect_id, {"channel": channel, "text": args.text, "ts": result["ts"]})
     return result
@@ -78,11 +80,11 @@ async def post_message(ctx: ToolContext, args: PostMessageInput) -> dict[str, An
 
 async def _post(ctx: ToolContext, channel: str, args: PostMessageInput, effect_id: str) -> dict[str, Any]:
     try:
-        ts = await ctx.channel.post(channel, args.text, thread_ts=args.thread_ts, effect_id=effect_id)
+        posted = await ctx.channel.post(MessageRef(channel, None, args.thread), args.text, effect_id=effect_id)
     except ChannelError as exc:
         hints = {"not_in_channel": "you are not a member of that channel", "channel_not_found": "no such channel"}
         raise ToolError(f"could not post to {channel}: {hints.get(exc.code, exc.code)}") from None
-    return {"posted": True, "channel": channel, "ts": ts}
+    return {"posted": True, "channel": channel, "ts": posted.message}
 
 
 class CurrentTimeInput(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from agents.channels import Channel
 from agents.members import MemberProfile
+from agents.messages import MessageRef
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,7 @@ class EffectLog(Protocol):
 class ToolContext:
     member: MemberProfile
     channel: Channel
-    conversation_channel: str
-    thread_ts: str | None
+    conversation: MessageRef | None  # where the member is answering (its thread), None in a workflow step
     user_id: str
     run_id: str
     history: Callable[[int], Awaitable[list[HistoryLine]]]

@@ -59,27 +59,26 @@ class SlackChannel:
 
     async def post(
         self,
-        channel: str,
+        to: MessageRef,
         text: str,
         *,
-        thread_ts: str | None = None,
         effect_id: str | None = None,
         buttons: Sequence[Button] = (),
-    ) -> str:
-        kwargs: dict[str, Any] = {"channel": channel, "text": text}
-        if thread_ts:
-            kwargs["thread_ts"] = thread_ts
+    ) -> MessageRef:
+        kwargs: dict[str, Any] = {"channel": to.conversation, "text": text}
+        if to.thread:
+            kwargs["thread_ts"] = to.thread
         if effect_id:
             kwargs["metadata"] = Metadata(event_type=EFFECT_EVENT, event_payload={"effect_id": effect_id})
         if buttons:
             kwargs["blocks"] = buttons_blocks(text, list(buttons))
         response = await self._call("chat_postMessage", **kwargs)
-        return str(response["ts"])
+        return MessageRef(str(response.get("channel") or to.conversation), str(response["ts"]), to.thread)
 
-    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> str:
+    async def notify(self, user_id: str, text: str, *, effect_id: str | None = None) -> MessageRef:
         """A DM to the person: conversations.open finds (or opens) it, then a post."""
         opened = await self._call("conversations_open", users=user_id)
-        return await self.post(str(opened["channel"]["id"]), text, effect_id=effect_id)
+        return await self.post(MessageRef(str(opened["channel"]["id"])), text, effect_id=effect_id)
 
     async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
         kwargs: dict[str, Any] = {"channel": to.conversation, "text": card.text, "blocks": card_blocks(card)}
@@ -133,7 +132,10 @@ class SlackChannel:
     def mention(self, user_id: str) -> str:
         return f"<!subteam^{user_id}>" if user_id.startswith("S") else f"<@{user_id}>"
 
-    async def find_effect(self, channel: str, thread_ts: str | None, effect_id: str) -> str | None:
+    def mention_conversation(self, conversation: str) -> str:
+        return f"<#{conversation}>"
+
+    async def find_effect(self, where: MessageRef, effect_id: str) -> MessageRef | None:
         """Page through the channel's history (newest first) or the thread's replies (oldest
         first) until the post carrying `effect_id` is found, so a post that landed is found
         even when many messages followed it — bounded by `FIND_EFFECT_MAX_MESSAGES` messages,
@@ -142,6 +144,7 @@ class SlackChannel:
         These reads are Tier 1 (1/min, at most 15 messages) for apps outside the Marketplace
         and Tier 3 for the others: a page asks for Slack's maximum and gets what the app's tier
         allows; a 429 is waited out by the client's retry handler. Crash recovery only."""
+        channel, thread_ts = where.conversation, where.thread
         method, kwargs = (
             ("conversations_replies", {"ts": thread_ts}) if thread_ts else ("conversations_history", {})
         )
@@ -155,23 +158,23 @@ class SlackChannel:
             for message in messages:
                 metadata = message.get("metadata") or {}
                 if metadata.get("event_type") == EFFECT_EVENT and (metadata.get("event_payload") or {}).get("effect_id") == effect_id:
-                    return str(message["ts"])
+                    return MessageRef(channel, str(message["ts"]), thread_ts)
             seen += len(messages)
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
             if not cursor or seen >= FIND_EFFECT_MAX_MESSAGES or time.monotonic() > deadline:
                 break
         return None
 
-    async def set_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+    async def set_working(self, message: MessageRef) -> None:
         try:
-            await self._call("reactions_add", channel=channel, timestamp=ts, name=WORKING_REACTION)
+            await self._call("reactions_add", channel=message.conversation, timestamp=message.message, name=WORKING_REACTION)
         except ChannelError as exc:
             if exc.code != "already_reacted":
                 raise
 
-    async def clear_working(self, channel: str, ts: str, thread_ts: str | None) -> None:
+    async def clear_working(self, message: MessageRef) -> None:
         try:
-            await self._call("reactions_remove", channel=channel, timestamp=ts, name=WORKING_REACTION)
+            await self._call("reactions_remove", channel=message.conversation, timestamp=message.message, name=WORKING_REACTION)
         except ChannelError as exc:
             if exc.code != "no_reaction":
                 raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agents.messages import InboundMessage, MessageKind
+from agents.messages import InboundMessage, MessageKind, MessageRef
 
 # Subtypes that are still a person talking; every other subtype (edits, joins, bot posts,
 # deletions...) is not a message to answer.
@@ -77,11 +77,9 @@ def to_inbound(member_id: str, body: dict[str, Any], bot_user_id: str | None) ->
         platform="slack",
         event_id=str(event_id or f"{channel}-{ts}"),
         kind=kind,
-        channel=str(channel),
-        ts=str(ts),
+        where=MessageRef(str(channel), str(ts), str(thread_ts) if thread_ts else None),
         user_id=str(user),
         text=text,
-        thread_ts=str(thread_ts) if thread_ts else None,
     )
 
 

@@ -17,6 +17,7 @@ Invariants a reader must not break:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo
 from agents.channels import Channel, ChannelError
 from agents.messages import (
     APPROVE_ACTION,
+    APPROVE_ALL_ACTION,
     EDIT_ACTION,
     EDITED_FORM,
     REJECT_ACTION,
@@ -153,8 +155,13 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
         who = await people(rt).user_ids(recipients or row.approvers or rt.loaded.config.admins, channel, platform)
         destinations = [(f"dm-{user}", None, user) for user in who]
     card = await render(rt, row, channel)
+    group = await _group(rt, row)
     for key, where, person in destinations:
-        effect_key = f"{row.id}-{key}"[:64]
+        if group is not None and where is not None and where.thread is None:
+            parent = await _group_parent(rt, row, group, key, where, channel)
+            if parent is not None:  # the item goes in the thread under its group's message
+                where = MessageRef(where.conversation, None, parent.message)
+        effect_key = f"{row.id}-{key}"[:200]
         async with rt.db.session() as session:
             record = await effects.begin(session, effect_key, "approval_request")
         if record.status == "done":
@@ -172,6 +179,108 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
         async with rt.db.session() as session:
             await approvals.add_copy(session, row.id, copy)
             await effects.finish(session, effect_key, copy)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The approvals of one foreach's items, asked together: one parent message carries
+    "Approve all N"; each item is still its own request, in the parent's thread."""
+
+    run_id: str
+    foreach_path: str
+    count: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}|{self.foreach_path}"
+
+
+async def _group(rt: Runtime, row: Approval) -> _Group | None:
+    """The group of an approval inside a foreach of more than one item, else None."""
+    path = row.step_path or ""
+    if "[" not in path or row.run_id is None:
+        return None
+    foreach_path = path[: path.rindex("[")]
+    if len(foreach_path) + len(row.run_id) > 250:  # a button's value holds the key
+        return None
+    async with rt.db.session() as session:
+        container = (await store.steps(session, row.run_id)).get(foreach_path)
+    items = container.output.get("items") if container is not None and isinstance(container.output, dict) else None
+    if not isinstance(items, list) or len(items) < 2:
+        return None
+    return _Group(row.run_id, foreach_path, len(items))
+
+
+async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, where: MessageRef, channel: Channel) -> MessageRef | None:
+    """The group's parent message at `where`, posted once by whichever item comes first; the
+    others wait (briefly) for it to land. None when it could not be posted."""
+    effect_key = f"group-{group.key}-{key}"[:200]
+    async with rt.db.session() as session:
+        record, mine = await effects.begin_with(session, effect_key, "approval_group", {})
+    if not mine:
+        for _ in range(50):
+            if record.status == "done":
+                break
+            await asyncio.sleep(0.1)
+            async with rt.db.session() as session:
+                found = await effects.get(session, effect_key)
+            if found is not None:
+                record = found
+        result = record.result or {}
+        return MessageRef(str(result["conversation"]), str(result["message"])) if result.get("message") else None
+    card = group_card(row.workflow or "", group.count, group.key, "")
+    try:
+        ref = await channel.send_card(where, card, effect_id=effect_key)
+    except ChannelError as exc:
+        log.warning("approval group of %s not posted: %s", row.run_id, exc.code, extra={"run_id": row.run_id})
+        async with rt.db.session() as session:
+            await effects.finish(session, effect_key, {})
+        return None
+    async with rt.db.session() as session:
+        await effects.finish(session, effect_key, {"conversation": ref.conversation, "message": ref.message})
+    return ref
+
+
+def group_card(workflow: str, count: int, key: str, outcome: str) -> Card:
+    title = f"{count} approvals for {workflow}" if workflow else f"{count} approvals"
+    if outcome:
+        return Card(text=f"{title}: {outcome}", title=title, status=outcome)
+    return Card(text=f"{title}: waiting", title=title, status="Each request is in this thread; decide them one by one or all at once.",
+                buttons=(Button(APPROVE_ALL_ACTION, f"Approve all {count}", key, "primary"),))
+
+
+async def approve_all(rt: Runtime, action: InboundAction) -> str:
+    """"Approve all N": each pending request of the group is decided as if this person had
+    clicked its own Approve (the same checks); the parent message then says what happened."""
+    run_id, _, foreach_path = action.object_id.partition("|")
+    async with rt.db.session() as session:
+        pending = [a for a in await approvals.pending_for_run(session, run_id)]
+        rows = [await approvals.get(session, a) for a in pending]
+    mine = [r for r in rows if r is not None and (r.step_path or "").startswith(foreach_path + "[") and r.member_id == action.member_id]
+    channel = _channel(rt, action.platform, action.member_id)
+    approved = refused = 0
+    sentence = ""
+    for row in mine:
+        outcome, why = await decide_as(rt, row.id, action.user_id, action.platform, action.member_id, "approved")
+        if outcome in ("approved", "counted"):
+            approved += 1
+        elif outcome == "refused":
+            refused += 1
+            sentence = why
+    if channel is not None and action.where is not None and approved:
+        workflow = mine[0].workflow or "" if mine else ""
+        outcome_text = f"✅ {approved} approved at once by {channel.mention(action.user_id)}" + (f"; {refused} not yours to approve" if refused else "")
+        try:
+            await channel.update(action.where, group_card(workflow, len(mine), action.object_id, outcome_text))
+        except ChannelError as exc:
+            log.info("group message not updated: %s", exc.code)
+    if not approved and channel is not None:
+        text = sentence or "Nothing is left to approve here."
+        try:
+            await channel.notice(action.where, action.user_id, text)
+        except ChannelError as exc:
+            log.info("notice not sent: %s", exc.code)
+    return f"approved {approved}, refused {refused}"
 
 
 def _approvals_channel(rt: Runtime, member_id: str) -> str | None:

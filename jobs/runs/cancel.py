@@ -18,7 +18,7 @@ from storage import workflows as store
 from storage.db import Database
 from storage.models import Workflow
 
-NOT_OPEN = (*store.FINISHED_RUN, "skipped")  # a skipped schedule slot is a finished record too
+NOT_OPEN = store.FINISHED_RUN  # a skipped schedule slot is a finished record too
 REASON = "run cancelled"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from agents import prompts
 from agents.channels import Channel, ChannelError
 from agents.members import MemberProfile
+from agents.messages import MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
@@ -47,6 +48,9 @@ class Suspend:
 
     wake_at: datetime | None
     approval_id: str | None = None
+
+
+DEFAULT_PLATFORM = "slack"  # where a run with no platform in its origin posts
 
 
 class StepFailure(Exception):
@@ -87,10 +91,14 @@ def _renderer(step: Step, ctx: dict[str, Any]) -> Any:
     return render
 
 
-async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, channel_id: Any, text: Any, thread_ts: Any, platform: str | None) -> dict[str, Any]:
+async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, channel_id: Any, text: Any, thread: Any,
+                platform: str | None) -> dict[str, Any]:
     """Post at most once: the effect row is written before posting; after a crash between the
-    post and its record, the channel is asked whether the post landed before posting again."""
-    channel = _channel(rt, platform or "slack", definition.member)
+    post and its record, the channel is asked whether the post landed before posting again.
+    The platform: the step's, else the run's origin's, else Slack."""
+    platform = platform or await _origin_platform(rt, run_id)
+    channel = _channel(rt, platform, definition.member)
+    to = MessageRef(str(channel_id), None, str(thread) if thread else None)
     key = effect_id(run_id, path)
     async with rt.db.session() as session:
         row = await effects.begin(session, key, "post")
@@ -99,22 +107,29 @@ async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
         landed_before = bool(row.result.get("attempted"))
         await effects.remember_intent(session, key, {"attempted": True, "channel": str(channel_id)})
     if landed_before:
-        ts = await channel.find_effect(str(channel_id), str(thread_ts) if thread_ts else None, key)
-        if ts is not None:
-            result = {"channel": str(channel_id), "ts": ts}
+        found = await channel.find_effect(to, key)
+        if found is not None:
+            result = {"channel": found.conversation, "ts": found.message}
             async with rt.db.session() as session:
                 await effects.finish(session, key, result)
             return result
     assert rt.redis is not None
-    await pacing.pace(rt.redis, f"{platform or 'slack'}:{definition.member}:{channel_id}", rt.loaded.config.workers.channel_post_interval)
+    await pacing.pace(rt.redis, f"{platform}:{definition.member}:{channel_id}", rt.loaded.config.workers.channel_post_interval)
     try:
-        ts = await channel.post(str(channel_id), str(text), thread_ts=str(thread_ts) if thread_ts else None, effect_id=key)
+        posted = await channel.post(to, str(text), effect_id=key)
     except ChannelError as exc:
         raise StepFailure(f"step {path!r}: could not post to {channel_id}: {exc.code}") from None
-    result = {"channel": str(channel_id), "ts": ts}
+    result = {"channel": posted.conversation, "ts": posted.message}
     async with rt.db.session() as session:
         await effects.finish(session, key, result)
     return result
+
+
+async def _origin_platform(rt: Runtime, run_id: str) -> str:
+    async with rt.db.session() as session:
+        run = await store.run(session, run_id)
+    origin = Origin.from_json(run.origin) if run is not None else None
+    return (origin.platform if origin is not None else None) or DEFAULT_PLATFORM
 
 
 async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, member_id: str, prompt: Any,
@@ -132,7 +147,7 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
         prompt = f"{prompt}\n\n{feedback}"
     names = [n for n in member.tools if tool_names is None or n in tool_names]
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
-    ctx = ToolContext(member=member, channel=_channel(rt, "slack", member_id), conversation_channel="", thread_ts=None,
+    ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), member_id), conversation=None,
                       user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run))
     llm = rt.loaded.config.llm
 
@@ -166,7 +181,7 @@ async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
         raise StepFailure(f"step {path!r}: no member {definition.member!r}")
     # No effect log here: a tool step's args may hold secret values, and an effect record
     # keeps its intent (a post's text) in the database.
-    ctx = ToolContext(member=member, channel=_channel(rt, "slack", definition.member), conversation_channel="", thread_ts=None,
+    ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), definition.member), conversation=None,
                       user_id=definition.member, run_id=effect_id(run_id, path), history=_no_history)
     try:
         return await tool.call(ctx, args)
@@ -257,10 +272,10 @@ class _NoChannel:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
-    async def post(self, *_: Any, **__: Any) -> str:
+    async def post(self, *_: Any, **__: Any) -> MessageRef:
         raise ChannelError("not_connected", self.reason)
 
-    async def find_effect(self, *_: Any) -> str | None:
+    async def find_effect(self, *_: Any) -> MessageRef | None:
         return None
 
     async def set_working(self, *_: Any) -> None:
@@ -272,7 +287,7 @@ class _NoChannel:
     async def lookup_user(self, *_: Any) -> None:
         raise ChannelError("not_connected", self.reason)
 
-    async def notify(self, *_: Any, **__: Any) -> str:
+    async def notify(self, *_: Any, **__: Any) -> MessageRef:
         raise ChannelError("not_connected", self.reason)
 
     async def send_card(self, *_: Any, **__: Any) -> Any:
@@ -295,6 +310,9 @@ class _NoChannel:
 
     def mention(self, user_id: str) -> str:
         return user_id
+
+    def mention_conversation(self, conversation: str) -> str:
+        return conversation
 
 
 def _channel(rt: Runtime, platform: str, member_id: str) -> Channel:
