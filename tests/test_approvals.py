@@ -182,3 +182,51 @@ steps:
     assert run["status"] == "completed"
     sent = sorted(p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL and p.get("text", "").startswith("Dear"))
     assert len(sent) == 11 and len(set(sent)) == 11  # each approved item sent once; the rejected one not
+
+
+def test_a_run_from_a_chat_thread_asks_in_that_thread_and_its_person_may_approve(stack: Stack) -> None:
+    """A run whose origin is a conversation (what the builder's run from chat records): the
+    request goes in the origin thread, and its default approver is the person who asked — Bob,
+    no admin — while someone else in the channel is refused."""
+    import asyncio
+
+    import redis as redis_lib
+
+    from jobs.runs.origin import Origin
+    from jobs.runs.start import start_run
+    from storage.db import Database
+
+    stack.up()
+    stack.slack.add_user("U0CAROL001", "carol")
+    stack.slack.add_member(GENERAL, "U0CAROL001")
+    apply(stack, f"""
+name: announce
+member: nova
+trigger: {{manual: {{}}}}
+steps:
+  - id: ok
+    approval: {{message: "Post the announcement?", show: "Office closed on Friday."}}
+  - id: post
+    post: {{channel: {GENERAL}, text: "{{{{ steps.ok.content }}}}"}}
+""")
+    thread = stack.slack.add_message(GENERAL, BOB, "can you announce the closure?")
+
+    async def begin() -> str | None:
+        db = Database(stack.env["DATABASE_URL"])
+        try:
+            origin = Origin("chat", "slack", GENERAL, thread, BOB)
+            return await start_run(db, redis_lib.Redis.from_url(stack.env["REDIS_URL"]), "announce", "manual", {}, origin=origin)
+        finally:
+            await db.close()
+
+    run_id = asyncio.run(begin())
+    assert run_id
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    assert request["channel"] == GENERAL and request.get("thread_ts") == thread
+    assert f"<@{BOB}>" in json.dumps(request["blocks"])  # named as the approver
+    assert click(stack, request, "approval.approve", "U0CAROL001") == 200
+    wait_until(lambda: [e for e in stack.slack.ephemerals(GENERAL) if e["user"] == "U0CAROL001"], what="Carol's refusal")
+    assert click(stack, request, "approval.approve", BOB) == 200
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL and not p.get("thread_ts")] == [
+        "Office closed on Friday."]
