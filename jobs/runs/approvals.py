@@ -254,8 +254,7 @@ async def approve_all(rt: Runtime, action: InboundAction) -> str:
     clicked its own Approve (the same checks); the parent message then says what happened."""
     run_id, _, foreach_path = action.object_id.partition("|")
     async with rt.db.session() as session:
-        pending = [a for a in await approvals.pending_for_run(session, run_id)]
-        rows = [await approvals.get(session, a) for a in pending]
+        rows = [await approvals.get(session, a) for a in await approvals.pending_for_run(session, run_id)]
     mine = [r for r in rows if r is not None and (r.step_path or "").startswith(foreach_path + "[") and r.member_id == action.member_id]
     channel = _channel(rt, action.platform, action.member_id)
     approved = refused = 0

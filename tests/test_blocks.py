@@ -1,0 +1,86 @@
+"""Every Block Kit message and modal the Slack adapter renders survives slack_sdk's own models
+unchanged: a dropped key, an unknown block or a limit Slack enforces fails here, not in Slack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+from agents.messages import (
+    APPROVE_ACTION,
+    APPROVE_ALL_ACTION,
+    EDIT_ACTION,
+    REJECT_ACTION,
+    RETRY_TURN_ACTION,
+    VIEW_ACTION,
+    Button,
+    Card,
+    Field,
+    Form,
+    FormInput,
+    MessageRef,
+)
+from bot.slack.actions import form_metadata, from_submission
+from bot.slack.blocks import buttons_blocks, card_blocks, form_view
+
+
+def valid(blocks: list[dict[str, Any]]) -> None:
+    for block in blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None, block
+        parsed.validate_json()
+        assert parsed.to_dict() == block
+
+
+LONG = "Dear Acme,\n" + "we kindly remind you of invoice 2024-015. " * 200
+CARDS = {
+    "pending": Card(text="Approval needed: Send?", title="Send the reminder to Acme?",
+                    fields=(Field("Workflow", "payment-reminders"), Field("Approvers", "<@U0ANA00001>")), body="Dear Acme, ...",
+                    status="Waiting for <@U0ANA00001> or an admin",
+                    buttons=(Button(APPROVE_ACTION, "Approve", "ap-1", "primary"), Button(REJECT_ACTION, "Reject", "ap-1", "danger"),
+                             Button(EDIT_ACTION, "Edit", "ap-1")), more=Button(VIEW_ACTION, "View draft", "ap-1")),
+    "long draft": Card(text="Approval needed", title="t" * 4000, body=LONG, more=Button(VIEW_ACTION, "View draft", "ap-1"),
+                       buttons=(Button(APPROVE_ACTION, "Approve", "ap-1", "primary"),)),
+    "decided": Card(text="Approval approved", title="Send?", body="Dear Acme", status="✅ Approved by <@U0ANA00001> at 14:02"),
+    "group": Card(text="12 approvals", title="12 approvals for payment-reminders", status="Each request is in this thread",
+                  buttons=(Button(APPROVE_ALL_ACTION, "Approve all 12", "run|remind", "primary"),)),
+    "bare": Card(text="just text"),
+}
+
+
+@pytest.mark.parametrize("name", list(CARDS))
+def test_cards_are_valid_block_kit(name: str) -> None:
+    blocks = card_blocks(CARDS[name])
+    valid(blocks)
+    if name == "long draft":  # collapsed, with the button that shows the whole draft
+        text = str(blocks)
+        assert "View draft" in text and len(text) < 8000
+
+
+def test_the_try_again_message_is_valid_block_kit() -> None:
+    valid(buttons_blocks("Sorry, I can't reach my brain right now.", [Button(RETRY_TURN_ACTION, "Try again", "42", "primary")]))
+
+
+@pytest.mark.parametrize("form", [
+    Form(title="Reject", object_id="ap-1", submit_action="approval.rejected", submit_label="Reject", text="*Send?*",
+         inputs=(FormInput("reason", "Why?", optional=True, max_length=500),)),
+    Form(title="Edit and approve", object_id="ap-1", submit_action="approval.edited", submit_label="Approve", text="*Send?*",
+         inputs=(FormInput("content", "Draft", initial=LONG, max_length=3000),)),
+    Form(title="Draft", object_id="ap-1", text=LONG),
+])
+def test_forms_are_valid_modals_and_their_submission_comes_back_as_an_action(form: Form) -> None:
+    view = form_view(form, form_metadata(form, MessageRef("C0GENERAL1", "1.000001", "1.000000")))
+    model = View(**view)
+    model.validate_json()
+    assert model.to_dict() == view
+    values = {i.id: "typed" for i in form.inputs}
+    state = {k: {k: {"type": "plain_text_input", "value": v}} for k, v in values.items()}
+    body = {"type": "view_submission", "user": {"id": "U0ANA00001"}, "view": {**view, "id": "V01", "state": {"values": state}}}
+    if form.submit_action:
+        action = from_submission("nova", body)
+        assert action is not None
+        assert (action.action, action.object_id, action.values) == (form.submit_action, "ap-1", values)
+        assert action.where == MessageRef("C0GENERAL1", None, "1.000000")
