@@ -24,6 +24,7 @@ from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from storage import approvals as approval_store
 from storage import members
 from storage import secrets as secret_store
 from storage import workflows as store
@@ -177,7 +178,8 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
                 if row is None:
                     raise ConfigError(f"no workflow named {workflow!r}")
                 workflow_id = row.id
-            items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id))
+            items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id),
+                               await approval_store.by_step(session, run.id))
                      for run in await store.runs(session, workflow_id)]
     if as_json:
         say(json.dumps(items, indent=2, default=str))
@@ -188,6 +190,8 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
             f"  from {origin.describe() if origin else '-'}")
         for step in item["steps"]:
             detail = step["error"] or _short(step["output"])
+            if step["approval_id"]:
+                detail = f"approval {step['approval_id']}  {detail}".rstrip()
             say(f"    {step['id']:<24} {step['status']:<9} attempts {step['attempts']}  {detail}")
 
 
@@ -228,14 +232,14 @@ async def secret_list(loaded: LoadedConfig, say: Say) -> None:
 SHOWN_OUTPUT = 16_000  # characters of a step's output `runs --json` shows; the run keeps it whole
 
 
-def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dict[str, Any]:
+def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun], approval_ids: dict[str, str]) -> dict[str, Any]:
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
         "error": run.error, "depth": run.depth, "origin": run.origin,
         "steps": [
             {"id": path, "status": row.status, "attempts": row.attempt, **_shown(row.output), "error": row.error,
-             "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
+             "approval_id": approval_ids.get(path), "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
             for path, row in steps.items()
         ],
     }
