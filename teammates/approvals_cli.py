@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from jobs.people import People
 from jobs.queues import redis_from_url
 from jobs.runs.approvals import DecisionKind, decide_as
@@ -92,16 +94,25 @@ async def decide(loaded: LoadedConfig, approval_id: str, kind: DecisionKind, as_
             raise ConfigError(f"--reason: at most {MAX_REASON} characters (got {len(reason)})")
     directory = People.from_config(loaded.config)
     user_id = directory.user_id(who, PLATFORM)
+    redis = redis_from_url(loaded.config.redis_url)
+    try:  # the decision is what resumes the run: without Redis, decide nothing rather than half
+        await asyncio.to_thread(redis.ping)
+    except RedisError:
+        raise ConfigError("redis_url: Redis is unreachable; nothing was decided") from None
     async with opened(loaded) as db:
-        rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis_from_url(loaded.config.redis_url))
+        async with db.session() as session:
+            if await store.get(session, approval_id) is None:
+                raise ConfigError(f"no approval {approval_id!r}")
+        rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis)
         outcome, sentence = await decide_as(rt, approval_id, user_id, PLATFORM, None, kind, reason=reason, content=content)
         if outcome in ("refused", "unchanged"):
             raise Refused(f"{approval_id}: {_plain(sentence, directory)}")
         if outcome == "counted":
             async with db.session() as session:
                 row = await store.get(session, approval_id)
-            approved = len({d["by"] for d in (row.decisions if row else []) or [] if d.get("decision") == "approved"})
-            say(f"{approval_id}: approval counted ({approved} of {row.quorum if row else '?'})")
+            assert row is not None
+            approved = {d["by"] for d in row.decisions or [] if d.get("decision") == "approved"}
+            say(f"{approval_id}: approval counted as {who} ({len(approved)} of {row.quorum})")
             return
     say(f"{approval_id}: {outcome} as {who}")
 

@@ -125,3 +125,26 @@ def test_bob_is_refused_and_anas_rejection_with_a_reason_is_kept(stack: Stack) -
     assert [(s["id"], s["approval_id"]) for s in run["steps"]][0] == ("ask", approval)
     plain = stack.cli("approvals", "show", approval)
     assert plain.returncode == 0 and "rejected by U0ANA00001" in plain.stdout and "too formal" in plain.stdout
+
+
+def test_a_quorum_counts_each_approver_once_and_the_last_one_resumes_the_run(stack: Stack) -> None:
+    stack.up()
+    apply(stack, ASK_FIRST.replace("approvers: [ana]", f"approvers: [ana, {BOB}], quorum: 2"))
+    run_id = start(stack, "ask-first")
+    approval = pending_approval(stack, run_id)
+    wait_status(stack, run_id, "waiting")
+
+    first = stack.cli("approvals", "approve", approval, "--as", "ana")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"{approval}: approval counted as ana (1 of 2)"
+    twice = stack.cli("approvals", "approve", approval, "--as", ANA)  # her Slack id: the same person
+    assert twice.returncode == 1 and "You approved already; 1 more needed." in twice.stderr
+    [item] = pending(stack)
+    assert [(d["by"], d["decision"]) for d in item["decisions"]] == [(ANA, "approved")]
+
+    last = stack.cli("approvals", "approve", approval, "--as", BOB)
+    assert last.returncode == 0, last.stderr
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    assert in_general(stack) == ["Dear client, please pay."]
+    unknown = stack.cli("approvals", "approve", "nosuchapproval", "--as", "ana")
+    assert unknown.returncode == 2 and "no approval 'nosuchapproval'" in unknown.stderr
