@@ -1,7 +1,8 @@
 """The `teammates` command line: parses arguments and calls into the packages.
 
 A user error (bad config, unreachable database...) prints one line on stderr and exits 2;
-never a traceback."""
+never a traceback. A decision that changed nothing (`approvals approve|reject` by someone who
+may not, or of one decided already) prints one line and exits 1."""
 
 from __future__ import annotations
 
@@ -86,6 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--stats", action="store_true", help="per workflow: success rate and step latency p50/p95")
 
+    approvals = sub.add_parser("approvals", help="pending approvals; `approvals show ID`; `approvals approve|reject ID --as "
+                                                 "PERSON` decides one as that person (same rights as their click in Slack)")
+    approvals.add_argument("--json", action="store_true")
+    asub = approvals.add_subparsers(dest="action", required=False, metavar="ACTION")
+    ashow = asub.add_parser("show", help="everything about one approval: draft, decisions, where its copies were posted")
+    ashow.add_argument("approval_id", metavar="ID")
+    ashow.add_argument("--json", action="store_true")
+    for verb, helped in (("approve", "approve as PERSON: the run resumes"), ("reject", "reject as PERSON: the run resumes")):
+        decide = asub.add_parser(verb, help=helped)
+        decide.add_argument("approval_id", metavar="ID")
+        decide.add_argument("--as", dest="as_person", metavar="PERSON", required=True,
+                            help="who decides (person id from people: or a Slack user id); checked like their click")
+        if verb == "approve":
+            decide.add_argument("--content-file", metavar="FILE",
+                                help="approve an edited draft instead (UTF-8, at most 3000 characters)")
+        else:
+            decide.add_argument("--reason", metavar="TEXT", help="why (at most 500 characters); the member learns from it")
+
     secret = sub.add_parser("secret", help="store secrets for workflows ({{ secrets.NAME }})")
     ssub = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
     ssub.add_parser("set", help="value read from standard input").add_argument("name")
@@ -154,6 +173,22 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
             asyncio.run(w.run_now(loaded, args.name, args.input, print, args.as_person))
         else:
             asyncio.run(w.set_status(loaded, args.name, "paused" if args.action == "pause" else "active", print))
+        return 0
+    if command == "approvals":
+        from teammates import approvals_cli as a
+
+        if args.action == "show":
+            asyncio.run(a.show(loaded, args.approval_id, print, args.json))
+        elif args.action in ("approve", "reject"):
+            try:
+                asyncio.run(a.decide(loaded, args.approval_id, "approved" if args.action == "approve" else "rejected",
+                                     args.as_person, print, reason=getattr(args, "reason", None),
+                                     content_file=getattr(args, "content_file", None)))
+            except a.Refused as exc:
+                print(f"teammates: {exc}", file=sys.stderr)
+                return 1
+        else:
+            asyncio.run(a.list_pending(loaded, print, args.json))
         return 0
     if command == "status":
         from teammates.status import status

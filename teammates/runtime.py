@@ -4,7 +4,9 @@ This is the only place outside `bot/` that knows which platforms exist."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from functools import cache
 
 from sqlalchemy import inspect
@@ -69,6 +71,17 @@ async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
         if unreadable:
             log.warning("secrets %s cannot be decrypted with the configured secrets_key; left as they are "
                         "(steps that read them fail)", ", ".join(unreadable))
+
+
+@contextlib.asynccontextmanager
+async def opened(loaded: LoadedConfig) -> AsyncIterator[Database]:
+    """The database for one CLI command: checked and seeded, closed again when it is done."""
+    db = Database(loaded.config.database_url)
+    try:
+        await prepare_database(loaded, db)
+        yield db
+    finally:
+        await db.close()
 
 
 def _safe_url(loaded: LoadedConfig) -> str:

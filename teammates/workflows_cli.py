@@ -4,11 +4,10 @@ engine and storage, printing one line per thing, or one JSON document with `--js
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,14 @@ from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from storage import approvals as approval_store
 from storage import members
 from storage import secrets as secret_store
 from storage import workflows as store
 from storage.db import Database
 from storage.models import StepRun, WorkflowRun
 from teammates.config import ConfigError, LoadedConfig
-from teammates.runtime import prepare_database, slack_channels
+from teammates.runtime import opened, slack_channels
 
 Say = Callable[[str], None]
 
@@ -69,7 +69,7 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str
         except UnicodeDecodeError:
             raise ConfigError(f"{file}: not a UTF-8 text file") from None
         sources.append(Source(file, text))
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         try:
             async with db.session() as session:
                 results = await core.apply(session, sources, created_by=by,
@@ -83,7 +83,7 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str
 
 
 async def delete(loaded: LoadedConfig, name: str, cancel_runs: bool, say: Say) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         try:
             async with db.session() as session:
                 cancelled = await core.delete(session, name, cancel_runs=cancel_runs)
@@ -93,7 +93,7 @@ async def delete(loaded: LoadedConfig, name: str, cancel_runs: bool, say: Say) -
 
 
 async def list_workflows(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             zone = (await members.workspace(session)).timezone
             items: list[dict[str, Any]] = []
@@ -130,7 +130,7 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say, a
         if not sep or not key:
             raise ConfigError(f"--input: expected key=value, got {pair!r}")
         values[key] = value
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         try:
             run_id = await start_run(db, redis_from_url(loaded.config.redis_url), name, "manual", values,
                                    settings=run_settings(loaded.config), origin=origin)
@@ -142,7 +142,7 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say, a
 
 
 async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             row = await store.by_name(session, name)
             if row is None:
@@ -154,7 +154,7 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
 
 
 async def run_stats(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             numbers = await store.stats(session)
     if as_json:
@@ -169,7 +169,7 @@ async def run_stats(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
 
 
 async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_json: bool) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             workflow_id = None
             names: dict[int, str] = {w.id: w.name for w in await store.all_workflows(session)}
@@ -178,7 +178,8 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
                 if row is None:
                     raise ConfigError(f"no workflow named {workflow!r}")
                 workflow_id = row.id
-            items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id))
+            items = [_run_json(run, names.get(run.workflow_id, "?"), await store.steps(session, run.id),
+                               await approval_store.by_step(session, run.id))
                      for run in await store.runs(session, workflow_id)]
     if as_json:
         say(json.dumps(items, indent=2, default=str))
@@ -189,13 +190,15 @@ async def list_runs(loaded: LoadedConfig, workflow: str | None, say: Say, as_jso
             f"  from {origin.describe() if origin else '-'}")
         for step in item["steps"]:
             detail = step["error"] or _short(step["output"])
+            if step["approval_id"]:
+                detail = f"approval {step['approval_id']}  {detail}".rstrip()
             say(f"    {step['id']:<24} {step['status']:<9} attempts {step['attempts']}  {detail}")
 
 
 async def cancel(loaded: LoadedConfig, run_id: str, as_person: str | None, say: Say) -> None:
     """`runs cancel RUN_ID`: a thin call of `jobs.runs.cancel.cancel_run`."""
     by = person(loaded, as_person)
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         try:
             cancelled = await cancel_run(db, run_id, by)
         except (LookupError, NotCancellable) as exc:
@@ -213,14 +216,14 @@ async def secret_set(loaded: LoadedConfig, name: str, say: Say) -> None:
     value = sys.stdin.read().rstrip("\n")
     if not value:
         raise ConfigError("secret set: expected the value on standard input")
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             await secret_store.put(session, name, value, key)
     say(f"secret {name} stored")
 
 
 async def secret_list(loaded: LoadedConfig, say: Say) -> None:
-    async with _opened(loaded) as db:
+    async with opened(loaded) as db:
         async with db.session() as session:
             for name in await secret_store.names(session):
                 say(name)
@@ -229,14 +232,14 @@ async def secret_list(loaded: LoadedConfig, say: Say) -> None:
 SHOWN_OUTPUT = 16_000  # characters of a step's output `runs --json` shows; the run keeps it whole
 
 
-def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun]) -> dict[str, Any]:
+def _run_json(run: WorkflowRun, workflow: str, steps: dict[str, StepRun], approval_ids: dict[str, str]) -> dict[str, Any]:
     return {
         "id": run.id, "workflow": workflow, "version": run.version, "status": run.status,
         "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at), "input": run.input,
         "error": run.error, "depth": run.depth, "origin": run.origin,
         "steps": [
             {"id": path, "status": row.status, "attempts": row.attempt, **_shown(row.output), "error": row.error,
-             "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
+             "approval_id": approval_ids.get(path), "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at)}
             for path, row in steps.items()
         ],
     }
@@ -269,17 +272,6 @@ def _iso(value: datetime | None) -> str | None:
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str) if value is not None else ""
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-@contextlib.asynccontextmanager
-async def _opened(loaded: LoadedConfig) -> AsyncIterator[Database]:
-    """The database, checked and seeded, closed again when the command is done."""
-    db = Database(loaded.config.database_url)
-    try:
-        await prepare_database(loaded, db)
-        yield db
-    finally:
-        await db.close()
 
 
 async def _reconcile_quietly(loaded: LoadedConfig, db: Database) -> None:

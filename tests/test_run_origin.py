@@ -121,7 +121,8 @@ steps:
     assert asyncio.run(stored()) == ("cancelled", "ana", "run cancelled", ["approval_requested", "approval_cancelled"])
     assert not decide(stack, approval, "approved")  # too late: the run is gone
     assert [r["status"] for r in runs(stack) if r["id"] == run_id] == ["cancelled"]
-    assert stack.slack.posts_by(NOVA["token"]) == []
+    [request] = stack.slack.posts_by(NOVA["token"])  # only the approval request, asked in a DM
+    assert "Cancelled" in json.dumps(request["blocks"]) and "approval.approve" not in json.dumps(request["blocks"])
     again = stack.cli("runs", "cancel", run_id)
     assert again.returncode == 2 and f"run {run_id} is already cancelled" in again.stderr
     unknown = stack.cli("runs", "cancel", "nosuchrun")
