@@ -21,9 +21,10 @@ async def open_request(
     session: AsyncSession, *, approval_id: str, run_id: str, step_path: str, member_id: str, title: str,
     content: str, approvers: list[str], expires_at: datetime | None, workflow: str | None = None, quorum: int = 1,
     remind_at: datetime | None = None,
-) -> Approval:
-    """Create the request unless it exists (a retried step finds the first one)."""
-    await insert_or_ignore(
+) -> tuple[Approval, bool]:
+    """Create the request unless it exists (a retried step finds the first one); the row,
+    and whether this call created it."""
+    created = await insert_or_ignore(
         session,
         Approval,
         {"id": approval_id, "run_id": run_id, "step_path": step_path, "member_id": member_id, "title": title,
@@ -32,7 +33,7 @@ async def open_request(
     )
     row = await get(session, approval_id)
     assert row is not None
-    return row
+    return row, created
 
 
 async def get(session: AsyncSession, approval_id: str) -> Approval | None:

@@ -108,16 +108,17 @@ async def request(rt: Runtime, *, approval_id: str, run_id: str, path: str, memb
                 approvers = [str(origin["person"])]
             elif run is not None and (creator := await _creator(session, run.workflow_id)):
                 approvers = [creator]
-        row = await approvals.open_request(
+        row, created = await approvals.open_request(
             session, approval_id=approval_id, run_id=run_id, step_path=path, member_id=member_id, title=title,
             content=content, approvers=approvers, expires_at=expires_at, workflow=workflow, quorum=spec.quorum,
             remind_at=remind_at,
         )
         platform = spec.platform or origin.get("platform") or "slack"
-        await activity.record(session, member_id=member_id, actor_type="member", actor_id=member_id,
-                              action="approval_requested", description=f"{workflow}: asked for approval: {title}",
-                              entity_type="approval", entity_id=approval_id, run_id=run_id,
-                              details={"approvers": approvers, "quorum": spec.quorum})
+        if created:  # a retried step finds its request: asked once, in the log once
+            await activity.record(session, member_id=member_id, actor_type="member", actor_id=member_id,
+                                  action="approval_requested", description=f"{workflow}: asked for approval: {title}",
+                                  entity_type="approval", entity_id=approval_id, run_id=run_id,
+                                  details={"approvers": approvers, "quorum": spec.quorum})
     await _post_copies(rt, row, platform, spec.to, origin)
     wake = row.remind_at if row.remind_at and row.reminded_at is None else row.expires_at
     return wake
@@ -368,7 +369,7 @@ async def refresh(rt: Runtime, approval_id: str) -> None:
 def form_for(row: Approval | None, action: InboundAction) -> Form | str:
     """What a click that opens a form shows: the reason form (Reject), the edit form (Edit),
     or the whole draft (View draft); a sentence instead when the request is decided."""
-    if row is None:
+    if row is None or row.member_id != action.member_id:  # another member's request is none of this app's
         return "This approval request no longer exists."
     if action.action == VIEW_ACTION:
         return Form(title="Draft", object_id=row.id, text=row.content or "(empty)")
