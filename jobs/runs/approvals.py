@@ -547,12 +547,42 @@ async def due(rt: Runtime, approval_id: str) -> str:
             run_id = None
     if run_id is not None:
         await refresh(rt, approval_id)
+        await _remind(rt, approval_id)
         if expires_at is not None:
             assert rt.redis is not None and path is not None
             queueing.schedule_wake(rt.redis, run_id, path, expires_at)
         return "reminded"
     await expire(rt, approval_id)
     return "expired"
+
+
+async def _remind(rt: Runtime, approval_id: str) -> None:
+    """A reply under each copy of the request that names its approvers (so they are
+    notified) and says when it expires; each at most once (an effect per copy)."""
+    async with rt.db.session() as session:
+        row = await approvals.get(session, approval_id)
+    if row is None:
+        return
+    for index, copy in enumerate(row.messages or []):
+        channel = _channel(rt, str(copy.get("platform") or "slack"), row.member_id)
+        if channel is None or not copy.get("message"):
+            continue
+        who = " ".join(channel.mention(u) for u in await people(rt).user_ids(row.approvers or [], None)) or "Admins"
+        when = f" It expires at {_local(rt, row.expires_at)}, and then nothing is sent." if row.expires_at else ""
+        text = f"{who}: a reminder, this still waits for your decision.{when}"
+        key = f"{approval_id}-reminder-{index}"
+        async with rt.db.session() as session:
+            record = await effects.begin(session, key, "approval_reminder")
+        if record.status == "done":
+            continue
+        try:
+            sent = await channel.post(MessageRef(str(copy["conversation"]), None, copy.get("thread") or str(copy["message"])), text,
+                                      effect_id=key)
+        except ChannelError as exc:
+            log.info("reminder for %s not posted: %s", approval_id, exc.code)
+            continue
+        async with rt.db.session() as session:
+            await effects.finish(session, key, {"ts": sent.message})
 
 
 async def expire(rt: Runtime, approval_id: str) -> bool:
