@@ -194,6 +194,8 @@ steps:
     assert [s["status"] for s in run["steps"]] == ["done", "skipped", "done"]
     texts = sorted(p["text"] for p in wait_until(lambda: len(in_general(stack)) >= 2 and in_general(stack)))
     assert texts == ["audit: expired", "decision: expired"]  # the event started the audit workflow
+    [reminder] = [p for p in stack.slack.posts_by(NOVA["token"]) if "a reminder" in p.get("text", "")]
+    assert reminder.get("thread_ts") and f"<@{ANA}>" in reminder["text"]  # under the request, naming its approver
 
 
 def test_foreach_over_200_items_never_runs_more_than_5_at_once(stack: Stack) -> None:
