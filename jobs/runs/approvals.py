@@ -43,6 +43,7 @@ from agents.messages import (
 )
 from jobs.people import People
 from jobs.runs import queueing
+from jobs.runs.advance import advance
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
@@ -512,9 +513,16 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision, *, step_stat
                                   entity_type="approval", entity_id=approval_id, run_id=row.run_id)
         run_id = row.run_id
     assert rt.redis is not None
-    queueing.enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
     queueing.enqueue_runs_steps(rt.redis, started)
-    await refresh(rt, approval_id)
+    try:
+        # The run's next advance right here, in its own transaction (templates never render in
+        # the decision's): no job hop between a click and the next step. If this process dies
+        # first, the reconciler finds the run stalled and advances it.
+        await advance(rt.db, rt.redis, run_id, settings(rt))
+    except Exception:  # noqa: BLE001 - then as a job, which retries
+        log.warning("advance after the decision failed; queued as a job", exc_info=True, extra={"run_id": run_id})
+        queueing.enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
+    await refresh(rt, approval_id)  # after the advance: the next step never waits for Slack
     return True
 
 
