@@ -125,34 +125,56 @@ def test_quorum_one_approval_shows_1_of_2_and_a_second_click_by_the_same_person_
 
 
 def test_quorum_two_approvers_clicking_at_once_resume_the_run_once_and_both_show(stack: Stack) -> None:
-    stack.up(workers=2)  # the two clicks are handled at the same time
-    run_id = ask(stack, f"approvers: [ana, {BOB}], quorum: 2")
+    """Three requests of one run (a foreach), each with quorum 2: Ana and Bob click all six
+    copies at once, on two workers, so the two approvals of a request race (a lost update
+    would leave it at "1 of 2" for ever)."""
+    stack.up(workers=2)
+    apply(stack, f"""
+name: trio
+member: nova
+trigger: {{manual: {{}}}}
+inputs:
+  - {{name: items, type: list, default: [a, b, c]}}
+steps:
+  - id: each
+    foreach: "{{{{ inputs.items }}}}"
+    concurrency: 3
+    steps:
+      - id: review
+        approval: {{message: "Send {{{{ item }}}}?", show: "Note {{{{ item }}}}", approvers: [ana, {BOB}], quorum: 2}}
+      - id: send
+        post: {{channel: {GENERAL}, text: "SENT: {{{{ steps.review.content }}}}"}}
+""", "trio.yml")
+    run_id = start(stack, "trio")
     # to: thread without an origin thread: a DM copy to each approver.
-    copies = wait_until(lambda: len(requests_posted(stack)) == 2 and requests_posted(stack), what="a copy per approver")
-    by_user = {ANA: next(c for c in copies if c["channel"] == NOVA_DM)}
-    by_user[BOB] = next(c for c in copies if c["channel"] != NOVA_DM)
-    barrier = threading.Barrier(2)
-    statuses: dict[str, int] = {}
+    copies = wait_until(lambda: len(requests_posted(stack)) == 6 and requests_posted(stack), what="a copy per approver and request")
+    for copy in copies:
+        seen(copy)
+    clicks = [(c, ANA if c["channel"] == NOVA_DM else BOB) for c in copies]
+    assert sorted(user for _, user in clicks) == sorted([ANA, BOB] * 3)
+    barrier = threading.Barrier(len(clicks))
+    statuses: list[int] = []
 
-    def approve(user: str) -> None:
+    def approve(copy: Json, user: str) -> None:
         barrier.wait()
-        statuses[user] = click(stack, by_user[user], "approval.approve", user)
+        statuses.append(click(stack, copy, "approval.approve", user))
 
-    threads = [threading.Thread(target=approve, args=(u,)) for u in (ANA, BOB)]
+    threads = [threading.Thread(target=approve, args=pair) for pair in clicks]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert statuses == {ANA: 200, BOB: 200}
+    assert statuses == [200] * 6
     run = wait_run(stack, run_id, "completed", "failed")
     assert run["status"] == "completed"
-    assert run["steps"]["review"]["output"]["decision"] == "approved"
+    assert [run["steps"][f"each[{i}]/review"]["output"]["decision"] for i in range(3)] == ["approved"] * 3
     quiet(stack)
-    assert [p["text"] for p in sent(stack)] == ["SENT: Dear client"]  # resumed once
+    assert sorted(p["text"] for p in sent(stack)) == ["SENT: Note a", "SENT: Note b", "SENT: Note c"]  # each resumed once
     for copy in copies:
-        done = wait_until(lambda c=copy: "Approved by" in status_line(current(stack, c)) and current(stack, c), what="both copies approved")
+        done = wait_until(lambda c=copy: "Approved by" in status_line(current(stack, c)) and current(stack, c), what="every copy approved")
         assert f"<@{ANA}>" in status_line(done) and f"<@{BOB}>" in status_line(done), status_line(done)
-    assert notices(stack, NOVA_DM, ANA) == [] and notices(stack, by_user[BOB]["channel"], BOB) == []  # neither click was lost
+    bob_dm = next(c["channel"] for c in copies if c["channel"] != NOVA_DM)
+    assert notices(stack, NOVA_DM, ANA) == [] and notices(stack, bob_dm, BOB) == []  # no click was turned away
 
 
 # ---------------------------------------------------------------------------- user groups
