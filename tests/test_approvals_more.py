@@ -238,7 +238,7 @@ def test_to_dm_posts_a_copy_to_each_approver_and_one_decision_updates_both(stack
 
 def test_a_reminder_marks_the_request_then_on_timeout_skip_expires_it_and_nothing_follows(stack: Stack) -> None:
     stack.up()
-    run_id = ask(stack, "timeout: 4s, remind_at: 50%, on_timeout: skip")
+    run_id = ask(stack, "timeout: 6s, remind_at: 50%, on_timeout: skip")
     [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
     assert "Reminder" not in status_line(request)
     reminded = wait_until(lambda: "Reminder" in status_line(current(stack, request)) and current(stack, request),
@@ -269,7 +269,7 @@ def test_on_timeout_abort_fails_the_run_and_the_next_step_never_starts(stack: St
 
 def test_on_timeout_escalate_asks_the_escalation_approver_by_dm_who_can_approve(stack: Stack) -> None:
     stack.up()
-    run_id = ask(stack, f"approvers: [ana], timeout: 3s, remind_at: never, on_timeout: escalate, escalate_to: {BOB}")
+    run_id = ask(stack, f"approvers: [ana], timeout: 4s, remind_at: never, on_timeout: escalate, escalate_to: {BOB}")
     [first] = wait_until(lambda: requests_posted(stack), what="the approval request to Ana")
     assert first["channel"] == NOVA_DM
     escalated = wait_until(lambda: [p for p in requests_posted(stack) if p["channel"] != NOVA_DM], timeout=15, what="Bob's DM copy")
