@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
+import redis
+from rq.registry import StartedJobRegistry
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
+from jobs import queues
 from storage import workflows as store
 from storage.db import Database
 from storage.models import Approval
@@ -175,6 +182,70 @@ steps:
         assert f"<@{ANA}>" in status_line(done) and f"<@{BOB}>" in status_line(done), status_line(done)
     bob_dm = next(c["channel"] for c in copies if c["channel"] != NOVA_DM)
     assert notices(stack, NOVA_DM, ANA) == [] and notices(stack, bob_dm, BOB) == []  # no click was turned away
+
+
+@contextmanager
+def approvals_held(stack: Stack) -> Iterator[None]:
+    """Hold a lock that lets the approvals table be read but not written (SQLite: the write
+    lock; PostgreSQL: EXCLUSIVE on the table), so that clicks handled meanwhile all read the
+    same revision and then wait at their write: the race of two approvals, every time."""
+    url = stack.env["DATABASE_URL"]
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(str(make_url(url).database), isolation_level=None, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    import asyncpg
+
+    held, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        pg = await asyncpg.connect(url)
+        try:
+            async with pg.transaction():
+                await pg.execute("LOCK TABLE approvals IN EXCLUSIVE MODE")
+                held.set()
+                await asyncio.to_thread(release.wait)
+        finally:
+            await pg.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    assert held.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_quorum_two_approvals_that_read_the_same_revision_both_count(stack: Stack) -> None:
+    """Ana's and Bob's clicks are both handled while the approval cannot be written: both
+    read it with no approval yet, then write one after the other. The second must notice it
+    lost the race and count again, or the request stays at "1 of 2" for ever."""
+    stack.up(workers=2)
+    run_id = ask(stack, f"approvers: [ana, {BOB}], quorum: 2, to: {GENERAL}")
+    [request] = wait_until(lambda: requests_posted(stack), what="the approval request")
+    wait_run(stack, run_id, "waiting")
+    stack.stop("worker")
+    stack.stop("worker1")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert list(pool.map(lambda user: click(stack, request, "approval.approve", user), (ANA, BOB))) == [200, 200]
+    turns = StartedJobRegistry(queues.TURNS, connection=redis.Redis.from_url(stack.env["REDIS_URL"]))
+    with approvals_held(stack):
+        stack.start_worker("worker")
+        stack.start_worker("worker1")
+        wait_until(lambda: len(turns.get_job_ids()) == 2, timeout=30, what="both clicks being handled at once")
+        quiet(stack, 1.0)  # both read the request and wait to write
+    assert wait_run(stack, run_id, "completed", "failed")["status"] == "completed"
+    done = wait_until(lambda: "Approved by" in status_line(current(stack, request)) and current(stack, request), what="approved")
+    assert f"<@{ANA}>" in status_line(done) and f"<@{BOB}>" in status_line(done), status_line(done)
+    assert [p["text"] for p in sent(stack)] == ["SENT: Dear client"]
+    assert notices(stack, GENERAL, ANA) == [] and notices(stack, GENERAL, BOB) == []
 
 
 # ---------------------------------------------------------------------------- user groups
