@@ -25,7 +25,14 @@ from storage.models import Approval
 from tests.conftest import ANA, BOB, GENERAL, NOVA, NOVA_DM, Stack, wait_until
 from tests.fakes.anthropic_api import Fail, Reply
 from tests.fakes.slack_driver import SlackDriver
-from tests.test_approvals import assert_valid_blocks, button, click, requests_posted, status_line
+from tests.test_approvals import (
+    assert_valid_blocks,
+    assert_valid_view,
+    button,
+    click,
+    requests_posted,
+    status_line,
+)
 from tests.test_workflows import apply, start
 
 Json = dict[str, Any]
@@ -263,6 +270,12 @@ def test_a_user_group_approver_may_approve_an_admin_may_too_and_anyone_else_is_r
     assert click(stack, request, "approval.approve", CAROL) == 200
     [refused] = wait_until(lambda: notices(stack, GENERAL, CAROL), what="a private notice to Carol")
     assert "<!subteam^S0FINANCE>" in refused["text"] and "admin" in refused["text"]
+    # The reject form opens for anyone (a click proves nothing); its submission is checked too.
+    assert click(stack, request, "approval.reject", CAROL) == 200
+    [modal] = wait_until(lambda: [v for v in stack.slack.views() if v["type"] == "modal"], what="the reason form")
+    assert_valid_view(modal)
+    assert stack.driver().view_submission(modal, {"reason": "not mine to say"}, user_id=CAROL)[0] == 200
+    wait_until(lambda: len(notices(stack, GENERAL, CAROL)) == 2, what="a second private notice to Carol")
     assert "Waiting for" in status_line(current(stack, request))
     assert wait_run(stack, first, "waiting")["status"] == "waiting"
 
@@ -277,7 +290,7 @@ def test_a_user_group_approver_may_approve_an_admin_may_too_and_anyone_else_is_r
     assert wait_run(stack, second, "completed", "failed")["status"] == "completed"
     wait_until(lambda: f"Approved by <@{ANA}>" in status_line(current(stack, request2)), what="approved by Ana")
     assert len(sent(stack)) == 2
-    assert len(notices(stack, GENERAL, CAROL)) == 1 and notices(stack, GENERAL, BOB) == []
+    assert len(notices(stack, GENERAL, CAROL)) == 2 and notices(stack, GENERAL, BOB) == []
 
 
 # ---------------------------------------------------------------------------- DM copies
