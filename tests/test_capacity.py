@@ -198,4 +198,4 @@ steps:
     assert sorted(p["text"] for p in posts) == [f"run {i}" for i in range(6)]
     stamps = sorted(float(p["ts"]) for p in posts)
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert min(gaps) >= 0.35, gaps
+    assert min(gaps) >= 0.3, gaps  # paced 0.4 s apart; what lies between the pacing and the post may vary by tens of ms under load
