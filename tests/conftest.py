@@ -8,8 +8,10 @@ TEAMMATES_TEST_POSTGRES is set (e.g. postgresql://teammates:teammates@127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -286,8 +288,37 @@ class Stack:
             proc.wait(5)
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+        """Stop every process gracefully (SIGTERM), side by side: each one's grace period is no
+        longer added to the next one's."""
+        procs, self.procs = self.procs, {}
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def kill_all(self) -> None:
+        """End the test: SIGKILL every process and its children (RQ's scheduler, a pool's
+        workers). Nothing is asserted after this; a graceful stop (SIGTERM) costs an idle
+        worker ~1.5 s (RQ joins its scheduler, which sleeps 1 s between passes, and its pubsub
+        thread) and is what `stop`/`stop_all` are for, in the tests that check it."""
+        import psutil
+
+        procs, self.procs = self.procs, {}
+        tree: list[psutil.Process] = []
+        for proc in procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                parent = psutil.Process(proc.pid)
+                tree += [*parent.children(recursive=True), parent]
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        for proc in procs.values():  # our own children; grandchildren are reaped by init
+            proc.wait(10)
 
     def logs(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -331,7 +362,7 @@ def stack(tmp_path: Path, database_url: str, redis_url: str, slack: FakeSlack, l
     )
     s = Stack(workdir=tmp_path, env=env, port=free_port(), slack=slack, llm=llm)
     yield s
-    s.stop_all()
+    s.kill_all()
 
 
 def new_id() -> str:
