@@ -12,7 +12,6 @@ from functools import cache
 from sqlalchemy import inspect
 
 from agents.channels import Channel, ChannelProvider
-from bot.slack.channel import SlackChannel, web_client
 from jobs.queues import redis_from_url
 from jobs.runtime import Runtime, llm_client
 from storage import members
@@ -24,7 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def slack_channels(loaded: LoadedConfig) -> ChannelProvider:
-    """One Slack client per member, created on first use and kept for the process."""
+    """One Slack client per member, created on first use and kept for the process.
+
+    The Slack client (slack_sdk and aiohttp, ~0.2 s) is imported here, not with this module:
+    CLI commands that only use `prepare_database` do not load it."""
+    from bot.slack.channel import SlackChannel, web_client
 
     @cache
     def channel(platform: str, member_id: str) -> Channel:

@@ -8,8 +8,10 @@ TEAMMATES_TEST_POSTGRES is set (e.g. postgresql://teammates:teammates@127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -113,18 +115,69 @@ def redis_url(redis_server: str) -> str:
     return redis_server
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database brought to the newest schema by `teammates migrate` (the real command, in
+    its own process), once per session: each test's database is a copy of it. Migrating each
+    test's database anew cost every test a Python start-up and the whole Alembic history.
+
+    SQLite: the path of the migrated file. PostgreSQL: the name of the migrated database, a
+    template for CREATE DATABASE."""
+    workdir = tmp_path_factory.mktemp("template")
+    (workdir / "teammates.yml").write_text(CONFIG)
+    base = os.environ.get("TEAMMATES_TEST_POSTGRES")
+    if base:
+        from sqlalchemy.engine import make_url
+
+        name = f"teammates_tmpl_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_postgres_admin(base, f'CREATE DATABASE "{name}"'))
+        url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    else:
+        name = str(workdir / "template.db")
+        url = f"sqlite:///{name}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TEAMMATES_", "DATABASE_"))}
+    migrated = subprocess.run([sys.executable, "-m", "teammates", "migrate"], cwd=workdir, capture_output=True, text=True, timeout=120,
+                              env={**env, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:1/0",
+                                   "TEAMMATES_METRICS_PORT": str(free_port()), "TEAMMATES_METRICS_TOKEN": "metrics-test-token"})
+    assert migrated.returncode == 0, migrated.stderr
+    yield name
+    if base:
+        asyncio.run(_drop_database(base, name))
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
+def database_url(tmp_path: Path, migrated_template: str) -> Iterator[str]:
+    """A database of this test's own, already migrated (a copy of `migrated_template`)."""
     base = os.environ.get("TEAMMATES_TEST_POSTGRES")
     if not base:
-        yield f"sqlite:///{tmp_path}/teammates.db"
+        # `teammates migrate` has exited: its connections are closed and the WAL checkpointed
+        # into the file; copy whatever is there.
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(migrated_template + suffix):
+                shutil.copyfile(migrated_template + suffix, tmp_path / f"test.db{suffix}")
+        yield f"sqlite:///{tmp_path}/test.db"
         return
     from sqlalchemy.engine import make_url
 
     name = f"teammates_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_postgres_admin(base, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_create_from_template(base, name, migrated_template))
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
     asyncio.run(_drop_database(base, name))
+
+
+async def _create_from_template(url: str, name: str, template: str) -> None:
+    """CREATE DATABASE ... TEMPLATE needs the template to have no other connections; an
+    autovacuum worker may be on it for a moment (like in `_drop_database`): try again."""
+    import asyncpg
+
+    for attempt in range(20):
+        try:
+            await _postgres_admin(url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _drop_database(url: str, name: str) -> None:
@@ -235,8 +288,37 @@ class Stack:
             proc.wait(5)
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+        """Stop every process gracefully (SIGTERM), side by side: each one's grace period is no
+        longer added to the next one's."""
+        procs, self.procs = self.procs, {}
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def kill_all(self) -> None:
+        """End the test: SIGKILL every process and its children (RQ's scheduler, a pool's
+        workers). Nothing is asserted after this; a graceful stop (SIGTERM) costs an idle
+        worker ~1.5 s (RQ joins its scheduler, which sleeps 1 s between passes, and its pubsub
+        thread) and is what `stop`/`stop_all` are for, in the tests that check it."""
+        import psutil
+
+        procs, self.procs = self.procs, {}
+        tree: list[psutil.Process] = []
+        for proc in procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                parent = psutil.Process(proc.pid)
+                tree += [*parent.children(recursive=True), parent]
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        for proc in procs.values():  # our own children; grandchildren are reaped by init
+            proc.wait(10)
 
     def logs(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -279,10 +361,8 @@ def stack(tmp_path: Path, database_url: str, redis_url: str, slack: FakeSlack, l
         }
     )
     s = Stack(workdir=tmp_path, env=env, port=free_port(), slack=slack, llm=llm)
-    migrated = s.cli("migrate")
-    assert migrated.returncode == 0, migrated.stderr
     yield s
-    s.stop_all()
+    s.kill_all()
 
 
 def new_id() -> str:

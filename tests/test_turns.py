@@ -57,6 +57,25 @@ def status_json(stack: Stack) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
+def failed_count(stack: Stack) -> int:
+    """How many messages ended `failed`, read from the database in this process: cheap to poll
+    (a `teammates status` per poll would start a Python each time); the operator's view is
+    asserted with the CLI once this says the moment has come."""
+    from storage import inbound
+    from storage.db import Database
+
+    async def read() -> int:
+        db = Database(stack.env["DATABASE_URL"])
+        try:
+            async with db.session() as session:
+                count, _ = await inbound.failed(session)
+                return count
+        finally:
+            await db.close()
+
+    return asyncio.run(read())
+
+
 def activity_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
@@ -82,10 +101,8 @@ def test_a_reply_that_can_never_be_posted_is_not_regenerated_and_ends_failed_wit
     stack.slack.fail_channel(GENERAL, "channel_not_found")  # every call on it, for good
     stack.driver().mention(ANA, "the Q3 report please", channel=GENERAL)
 
-    def failed() -> list[dict[str, Any]]:
-        return list(status_json(stack)["failed_messages"]["latest"])
-
-    [row] = wait_until(failed, timeout=20, what="the message to end failed")
+    wait_until(lambda: failed_count(stack), timeout=20, interval=0.2, what="the message to end failed")
+    [row] = status_json(stack)["failed_messages"]["latest"]
     assert row["reason"] == "channel_not_found" and row["member"] == "nova"
     time.sleep(5)  # five sweeps and RQ's first retries later: nothing runs the turn again
     assert len(stack.llm.requests) <= 2
@@ -205,10 +222,8 @@ def test_a_turn_that_keeps_failing_ends_failed_after_its_attempts_and_the_person
     asyncio.run(break_nova())
     stack.driver().dm(ANA, "Is invoice 7 paid?", channel=NOVA_DM)
 
-    def failed() -> list[dict[str, Any]]:
-        return list(status_json(stack)["failed_messages"]["latest"])
-
-    [row] = wait_until(failed, timeout=60, what="the message to end failed")
+    wait_until(lambda: failed_count(stack), timeout=60, interval=0.2, what="the message to end failed")
+    [row] = status_json(stack)["failed_messages"]["latest"]
     assert 1 < row["attempts"] <= 3 and "no_such_tool" in row["reason"], row  # retried, then capped
     assert not stack.llm.requests  # it failed before asking the model, every time
     [notice] = [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == NOVA_DM]
