@@ -230,3 +230,28 @@ steps:
     assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
     assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL and not p.get("thread_ts")] == [
         "Office closed on Friday."]
+
+
+def test_a_click_on_the_first_copy_while_the_others_are_still_being_posted_decides_once(stack: Stack) -> None:
+    """Ana approves her DM copy while Bob's is still being posted: the step finishes posting,
+    then finds the decision itself; the run goes on once and Bob's copy shows the outcome."""
+    stack.up(workers=2)  # the click's job runs while the step's job is still posting
+    apply(stack, f"""
+name: two-approvers
+member: nova
+trigger: {{manual: {{}}}}
+steps:
+  - id: ok
+    approval: {{message: "Send it?", show: "Hello", approvers: [ana, {BOB}], to: dm}}
+  - id: send
+    post: {{channel: {GENERAL}, text: "{{{{ steps.ok.content }}}}"}}
+""")
+    stack.slack.delay_next("chat.postMessage", 3.0)  # Ana's copy lands; the step hears so only later
+    run_id = start(stack, "two-approvers")
+    [first] = wait_until(lambda: requests_posted(stack), what="Ana's copy")
+    assert click(stack, first, "approval.approve", ANA) == 200
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == ["Hello"]
+    copies = wait_until(lambda: len(requests_posted(stack)) == 2 and all("Approved by" in status_line(r) for r in requests_posted(stack))
+                        and requests_posted(stack), what="both copies to show the approval")
+    assert len({c["channel"] for c in copies}) == 2  # one DM each

@@ -489,12 +489,12 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision, *, step_stat
         row = await approvals.decide(session, approval_id, decision.decision, decision.by, decision.reason, entry)
         if row is None:
             return False
-        output = {"decision": decision.decision, "approved": decision.decision == "approved", "by": decision.by,
-                  "at": entry["at"], "reason": decision.reason, "content": entry["content"]}
         assert row.run_id is not None and row.step_path is not None
-        # "running": a click can beat the step's own switch to waiting; that switch is then a no-op.
-        await store.update_step(session, row.run_id, row.step_path, where_status=("waiting", "running"), status=step_status,
-                                output=output, finished_at=utcnow(), wake_at=None, lease_until=None, error=error)
+        # Only a waiting step: a click can come while the step is still posting its copies
+        # (running); the step then finds the decision itself once it waits (`settle`), and
+        # its heartbeat never sees its row taken from under it.
+        resumed = await store.update_step(session, row.run_id, row.step_path, where_status=("waiting",), status=step_status,
+                                          output=output_of(row), finished_at=utcnow(), wake_at=None, lease_until=None, error=error)
         await activity.record(session, member_id=row.member_id, actor_type="person" if decision.by else "system",
                               actor_id=decision.by or "system", action=f"approval_{decision.decision}",
                               description=_described(row, decision), entity_type="approval", entity_id=approval_id,
@@ -514,6 +514,9 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision, *, step_stat
         run_id = row.run_id
     assert rt.redis is not None
     queueing.enqueue_runs_steps(rt.redis, started)
+    if not resumed:
+        await refresh(rt, approval_id)
+        return True
     try:
         # The run's next advance right here, in its own transaction (templates never render in
         # the decision's): no job hop between a click and the next step. If this process dies
@@ -523,6 +526,32 @@ async def decide(rt: Runtime, approval_id: str, decision: Decision, *, step_stat
         log.warning("advance after the decision failed; queued as a job", exc_info=True, extra={"run_id": run_id})
         queueing.enqueue_advance(rt.redis, run_id, job_id=f"resume-{approval_id}")
     await refresh(rt, approval_id)  # after the advance: the next step never waits for Slack
+    return True
+
+
+def output_of(row: Approval) -> dict[str, Any]:
+    """What the approval step's output is once decided: `steps.<id>.decision`, `.approved`,
+    `.by`, `.at`, `.reason` and `.content` (what was shown, or the approver's edit)."""
+    final = (row.decisions or [{}])[-1]
+    return {"decision": row.status, "approved": row.status == "approved", "by": row.decided_by,
+            "at": final.get("at") or (row.decided_at.isoformat() if row.decided_at else None), "reason": row.reason,
+            "content": final.get("content", row.content)}
+
+
+async def settle(rt: Runtime, approval_id: str) -> bool:
+    """The step has just begun to wait: if its request was decided while the step was still
+    posting it, finish the step with that decision now and advance the run. True if so."""
+    async with rt.db.session() as session:
+        row = await approvals.get(session, approval_id)
+        if row is None or row.status in ("pending", "cancelled") or row.run_id is None or row.step_path is None:
+            return False
+        if not await store.update_step(session, row.run_id, row.step_path, where_status=("waiting",), status="done",
+                                       output=output_of(row), finished_at=utcnow(), wake_at=None, lease_until=None):
+            return False
+        run_id = row.run_id
+    assert rt.redis is not None
+    await advance(rt.db, rt.redis, run_id, settings(rt))
+    await refresh(rt, approval_id)  # copies posted after the decision still show their buttons
     return True
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.runs import kinds, queueing, secrets
+from jobs.runs import approvals, kinds, queueing, secrets
 from jobs.runs.advance import advance_in, stored
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.settings import lease as lease_of
@@ -84,6 +84,8 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         if outcome.wake_at is not None:
             queueing.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
         queueing.enqueue_steps(rt.redis, run_id, to_queue)
+        if outcome.approval_id and await approvals.settle(rt, outcome.approval_id):
+            return "decided while it was being asked"
         return "waiting"
     output = templates.redact_value(outcome, secret_view.used_values())
     async with rt.db.session() as session:
