@@ -88,6 +88,21 @@ class Field:
     value: str
 
 
+TaskStatus = Literal["pending", "in_progress", "complete", "error"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One numbered line of a plan, or one step of a run's live progress (Slack renders a
+    `task_card` inside a `plan` block; other surfaces a numbered list)."""
+
+    id: str
+    title: str
+    status: TaskStatus = "pending"
+    details: str = ""
+    output: str = ""
+
+
 @dataclass(frozen=True)
 class Card:
     """A message with structure: a title, context fields, a body (collapsed by the adapter
@@ -101,6 +116,7 @@ class Card:
     status: str = ""
     buttons: tuple[Button, ...] = ()
     more: Button | None = None
+    tasks: tuple[Task, ...] = ()  # a plan or a run's steps, shown under the title in order
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ class Tool(Generic[In]):
     description: str
     input_model: type[In]
     run: Callable[[ToolContext, In], Awaitable[Any]]
+    effect: bool = False  # changes the world outside the team: approval-gated, idempotency-keyed
 
     def schema(self) -> dict[str, Any]:
         """The tool definition for the Messages API."""
@@ -45,13 +46,13 @@ class Tool(Generic[In]):
 _REGISTRY: dict[str, Tool[Any]] = {}
 
 
-def register(name: str, description: str, input_model: type[In]) -> Callable[[Callable[[ToolContext, In], Awaitable[Any]]], Tool[In]]:
+def register(name: str, description: str, input_model: type[In], *, effect: bool = False) -> Callable[[Callable[[ToolContext, In], Awaitable[Any]]], Tool[In]]:
     """Decorator: add an async function to the registry under `name`."""
 
     def wrap(fn: Callable[[ToolContext, In], Awaitable[Any]]) -> Tool[In]:
         if name in _REGISTRY:
             raise ValueError(f"tool {name!r} registered twice")
-        tool = Tool(name=name, description=description, input_model=input_model, run=fn)
+        tool = Tool(name=name, description=description, input_model=input_model, run=fn, effect=effect)
         _REGISTRY[name] = tool
         return tool
 
