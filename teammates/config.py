@@ -70,9 +70,15 @@ class MemberConfig(_Strict):
     persona: str = ""
     tools: list[str] = Field(default_factory=list)
     autonomy: Literal["notify", "approve", "auto"] = "approve"
+    timezone: str | None = None  # for schedules built from chat when the person's is unknown
     channels: MemberChannels = Field(default_factory=MemberChannels)
     slack: SlackCredentials | None = None
     teams: TeamsCredentials | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
     @field_validator("id")
     @classmethod
@@ -80,6 +86,18 @@ class MemberConfig(_Strict):
         if not _MEMBER_ID.match(value):
             raise ValueError("a url-safe id: lowercase letters, digits, '-' or '_'")
         return value
+
+
+def _zone(value: str | None) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"an IANA time zone name such as Europe/Amsterdam, not {value!r}") from exc
+    return value
 
 
 class WorkspaceConfig(_Strict):
@@ -91,13 +109,7 @@ class WorkspaceConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"an IANA time zone name such as Europe/Amsterdam, not {value!r}") from exc
-        return value
+        return _zone(value) or value
 
 
 class PersonConfig(_Strict):
@@ -106,6 +118,12 @@ class PersonConfig(_Strict):
     slack: str | None = None
     teams: str | None = None
     email: str | None = None
+    timezone: str | None = None  # IANA; wins over the Slack profile's for schedules built from chat
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
 
 class LlmConfig(_Strict):
