@@ -46,3 +46,4 @@ class ToolContext:
     history: Callable[[int], Awaitable[list[HistoryLine]]]
     call_id: str = ""  # the model's tool_use id: makes each call's effects distinct
     effects: EffectLog | None = None  # None: effects are not recorded (no retry to guard)
+    conversation_id: int | None = None  # the stored conversation (opaque here): where plans note what happened
