@@ -52,7 +52,7 @@ from jobs.runtime import Runtime
 from jobs.workflows.definition import ApprovalStep
 from storage import activity, approvals, effects
 from storage import workflows as store
-from storage.models import Approval, utcnow
+from storage.models import Approval, Workflow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ def _origin(run: Any) -> dict[str, Any]:
 
 
 async def _creator(session: Any, workflow_id: int) -> str | None:
-    from storage.models import Workflow
-
     workflow = await session.get(Workflow, workflow_id)
     return workflow.created_by if workflow is not None else None
 
