@@ -635,8 +635,12 @@ async def expire(rt: Runtime, approval_id: str) -> bool:
         policy = step.approval.on_timeout
         target = step.approval.escalate_to
         if policy == "escalate" and target and target not in (row.approvers or []):
-            wake_at = utcnow() + (step.approval.timeout_delta or DEFAULT_TIMEOUT)
-            await approvals.escalate(session, approval_id, target, wake_at)
+            now = utcnow()
+            expires_at = now + (step.approval.timeout_delta or DEFAULT_TIMEOUT)
+            remind_after = step.approval.remind_after
+            remind_at = now + remind_after if remind_after is not None else None
+            wake_at = remind_at or expires_at  # the new approver is reminded too, then it expires
+            await approvals.escalate(session, approval_id, target, expires_at, remind_at)
             await store.update_step(session, row.run_id, row.step_path, wake_at=wake_at)
             await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="system",
                                   action="approval_escalated", description=f"No decision in time; asked {target}: {row.title}",
