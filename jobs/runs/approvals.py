@@ -157,10 +157,10 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
     card = await render(rt, row, channel)
     group = await _group(rt, row)
     for key, where, person in destinations:
-        if group is not None and where is not None and where.thread is None:
-            parent = await _group_parent(rt, row, group, key, where, channel)
-            if parent is not None:  # the item goes in the thread under its group's message
-                where = MessageRef(where.conversation, None, parent.message)
+        if group is not None and (where is None or where.thread is None):
+            parent = await _group_parent(rt, row, group, key, where, person, channel)
+            if parent is not None:  # the item goes in the thread under its group's message (a DM's too)
+                where, person = MessageRef(parent.conversation, None, parent.message), None
         effect_key = f"{row.id}-{key}"[:200]
         async with rt.db.session() as session:
             record = await effects.begin(session, effect_key, "approval_request")
@@ -211,9 +211,10 @@ async def _group(rt: Runtime, row: Approval) -> _Group | None:
     return _Group(row.run_id, foreach_path, len(items))
 
 
-async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, where: MessageRef, channel: Channel) -> MessageRef | None:
-    """The group's parent message at `where`, posted once by whichever item comes first; the
-    others wait (briefly) for it to land. None when it could not be posted."""
+async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, where: MessageRef | None, person: str | None,
+                        channel: Channel) -> MessageRef | None:
+    """The group's parent message at `where` (or in `person`'s DM), posted once by whichever
+    item comes first; the others wait (briefly) for it to land. None when it could not be posted."""
     effect_key = f"group-{group.key}-{key}"[:200]
     async with rt.db.session() as session:
         record, mine = await effects.begin_with(session, effect_key, "approval_group", {})
@@ -230,7 +231,11 @@ async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, whe
         return MessageRef(str(result["conversation"]), str(result["message"])) if result.get("message") else None
     card = group_card(row.workflow or "", group.count, group.key, "")
     try:
-        ref = await channel.send_card(where, card, effect_id=effect_key)
+        if person is not None:
+            ref = await channel.send_card_to_person(person, card, effect_id=effect_key)
+        else:
+            assert where is not None
+            ref = await channel.send_card(where, card, effect_id=effect_key)
     except ChannelError as exc:
         log.warning("approval group of %s not posted: %s", row.run_id, exc.code, extra={"run_id": row.run_id})
         async with rt.db.session() as session:
