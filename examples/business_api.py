@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import sys
 import threading
@@ -53,6 +54,8 @@ DEFAULT_PORT = 8765
 DEFAULT_MAIL_FROM = "Acme BV Accounts <accounts@acme.test>"
 MAX_TEXT = 20_000  # characters of a reminder or follow-up body
 MAX_KEY = 255  # characters of an Idempotency-Key
+
+log = logging.getLogger("examples.business_api")
 
 Json = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -377,8 +380,10 @@ async def send_reminder(request: web.Request) -> web.Response:
             raise _Refused(422, f"no email address for {invoice.client}")
         await _send(request, invoice.client_email, subject, text, key)
         invoice.reminders_sent += 1
-        return {"reminder_id": store.next_id("rem"), "invoice": invoice.number,
-                "reminders_sent": invoice.reminders_sent}
+        reminder_id = store.next_id("rem")
+        log.info("%s: reminder %d for %s to %s (%s): %s", reminder_id, invoice.reminders_sent, invoice.number,
+                 invoice.client, invoice.client_email, subject)
+        return {"reminder_id": reminder_id, "invoice": invoice.number, "reminders_sent": invoice.reminders_sent}
 
     return await _idempotent(request, remind)
 
@@ -395,7 +400,10 @@ async def send_follow_up(request: web.Request) -> web.Response:
         lead.follow_ups += 1
         lead.status = "contacted"
         lead.last_contact = store.today()
-        return {"follow_up_id": store.next_id("fu"), "lead": lead.id, "follow_ups": lead.follow_ups}
+        follow_up_id = store.next_id("fu")
+        log.info("%s: follow-up %d to %s of %s (%s): %s", follow_up_id, lead.follow_ups, lead.name, lead.company,
+                 lead.email, subject)
+        return {"follow_up_id": follow_up_id, "lead": lead.id, "follow_ups": lead.follow_ups}
 
     return await _idempotent(request, follow_up)
 
@@ -500,6 +508,7 @@ async def _serve(args: argparse.Namespace) -> None:
     mail = f"mail via {args.smtp_host}:{args.smtp_port}" if args.smtp_host else "mail counted, not sent (no --smtp-host)"
     auth = "bearer token required" if args.token else "no auth"
     print(f"Example business API on {url} (invoices: {url}/invoices, leads: {url}/leads; {mail}; {auth})", flush=True)
+    print("Each reminder and follow-up is logged here as it is sent.", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -508,6 +517,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.delay < 0:
         print("--delay: expected 0 or more seconds", file=sys.stderr)
         return 2
