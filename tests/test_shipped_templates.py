@@ -10,6 +10,7 @@ merged the config format has no `tools:` key and this file is skipped (it then r
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from examples.business_api import BusinessApiServer
 from teammates.config import Config
-from tests.conftest import ANA, ROOT, Stack, wait_until
+from tests.conftest import ANA, ROOT, Stack, free_port, wait_until
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.smtp_server import SmtpSink
 from tests.test_approvals_cli import pending
@@ -42,6 +43,14 @@ def business(stack: Stack) -> Iterator[tuple[BusinessApiServer, SmtpSink]]:
         (stack.workdir / "teammates.yml").write_text(config + PEOPLE)
         stack.env.update({"INVOICING_URL": api.url, "CRM_URL": api.url})
         yield api, smtp
+
+
+def healthy(stack: Stack) -> bool:
+    try:
+        with urllib.request.urlopen(f"{stack.url}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def drafting(body: dict[str, Any]) -> Reply:
@@ -93,3 +102,25 @@ def test_payment_reminders_as_shipped_send_only_approved_reminders_once(stack: S
     steps = {s["id"]: s for s in run_json(stack, run_id)["steps"]}
     skipped = [s for path, s in steps.items() if path.endswith("has_email_address") and (s["output"] or {}).get("branch") == "else"]
     assert len(skipped) == 1
+
+
+def test_teammates_run_starts_with_the_business_api_down_and_the_tool_says_so_when_called(stack: Stack) -> None:
+    (stack.workdir / "teammates.yml").write_text((ROOT / "teammates.example.yml").read_text() + PEOPLE)
+    closed = f"http://127.0.0.1:{free_port()}"
+    stack.env.update({"INVOICING_URL": closed, "CRM_URL": closed})
+    stack.start("run", "run", "--host", "127.0.0.1", "--port", str(stack.port), "--workers", "2")
+    wait_until(lambda: healthy(stack), timeout=60, what=f"teammates run on {stack.port}\n{stack.logs('run')}")
+
+    assert stack.cli("workflow", "apply", str(ROOT / "examples/workflows/payment-reminders.yml"), "--as", "ana").returncode == 0
+    started = stack.cli("workflow", "run", "payment-reminders", "--as", "ana")
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    def find_failed() -> dict[str, Any] | None:
+        step = next((s for s in run_json(stack, run_id)["steps"] if s["id"] == "find"), None)
+        return step if step is not None and step["error"] else None
+
+    step = wait_until(find_failed, timeout=60, interval=0.5, what="the find step to fail")
+    assert "get_overdue_invoices" in step["error"] and "could not reach" in step["error"]
+    assert step["status"] == "retrying"   # it tries again later; nothing else broke
+    assert healthy(stack)
