@@ -9,13 +9,21 @@ import asyncio
 import time
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select
 
+from agents.messages import Card, MessageRef, Task
+from agents.tools.registry import register
+from jobs.people import People
 from jobs.runs import approvals, progress
 from jobs.runs.origin import Origin
+from jobs.runs.outcomes import summarize
+from jobs.runs.progress import progress_card
 from jobs.runs.start import start_run
-from storage.models import Activity
+from jobs.workflows.definition import WorkflowDefinition
+from storage.models import Activity, StepRun, WorkflowRun
 from tests.conftest import ANA, GENERAL, NOVA, NOVA_DM, Stack, wait_until
+from tests.fakes.slack_api import FakeSlack
 from tests.test_approvals import assert_valid_blocks
 from tests.test_workflows import apply, pending_approval, runtime, wait_status
 
@@ -234,3 +242,93 @@ def test_a_run_from_the_cli_as_ana_tells_her_by_dm_only_when_it_did_something(st
     assert [(p["text"], effect_of(p)) for p in dms()] == [("post-prices finished: 1 message posted.", f"outcome-{run_id}")]
     assert not stack.slack.calls_to("chat.update")  # no conversation: no progress message anywhere
     assert [r.details["told"] for r in activity(stack, quiet_run, "run.finished")] == [False]
+
+
+# ---------------------------------------------------------------------------- what is shown and told
+
+
+REMINDERS = {
+    "name": "payment-reminders", "member": "nova", "trigger": {"manual": {}},
+    "steps": [
+        {"id": "find", "tool": "current_time"},
+        {"id": "remind", "foreach": "{{ steps.find.output }}", "steps": [
+            {"id": "check", "approval": {"message": "Send it?", "approvers": ["ana"]}},
+            {"id": "send", "tool": "test_send_reminder", "on_error": "skip"},
+        ]},
+        {"id": "report", "post": {"channel": GENERAL, "text": "done"}},
+    ],
+}
+
+
+class _ReminderInput(BaseModel):
+    pass
+
+
+async def _send_reminder(_ctx: Any, _args: _ReminderInput) -> str:
+    return "sent"
+
+
+register("test_send_reminder", "An effect tool for these tests.", _ReminderInput, effect=True)(_send_reminder)
+
+
+def row(path: str, status: str, output: Any = None, error: str | None = None, approval: str | None = None) -> StepRun:
+    return StepRun(run_id="r1", step_path=path, status=status, output=output, error=error,
+                   input={"approval_id": approval} if approval else None)
+
+
+def rows_of(*rows: StepRun) -> dict[str, StepRun]:
+    return {r.step_path: r for r in rows}
+
+
+def test_a_foreach_shows_how_many_items_are_done_and_an_approval_waiting() -> None:
+    definition = WorkflowDefinition.model_validate(REMINDERS)
+    rows = rows_of(row("find", "done", [1, 2, 3, 4, 5]), row("remind", "running", {"items": [1, 2, 3, 4, 5]}),
+                   *(row(f"remind[{i}]/check", "done", {"decision": "approved"}) for i in range(3)),
+                   *(row(f"remind[{i}]/send", "done", "sent") for i in range(3)),
+                   row("remind[3]/check", "waiting", approval="ap-1"))
+    run = WorkflowRun(id="r1", status="waiting", error=None)
+    card = progress_card(definition, run, rows)
+    assert [(t.title, t.status, t.details) for t in card.tasks] == [
+        ("Find", "complete", ""), ("Remind", "in_progress", "3/5 done, 1 waiting for approval"), ("Report", "pending", "")]
+    assert card.text == "payment-reminders: Waiting · 1/3 steps done"
+
+
+def test_the_outcome_counts_effects_rejections_and_skips_in_plain_words() -> None:
+    definition = WorkflowDefinition.model_validate(REMINDERS)
+    rejected = {"decision": "rejected", "by": "ana", "reason": "too formal"}
+    rows = rows_of(row("find", "done", [1, 2, 3, 4, 5]), row("remind", "done", {"items": [1, 2, 3, 4, 5]}),
+                   *(row(f"remind[{i}]/send", "done", "sent") for i in range(3)),
+                   row("remind[3]/check", "done", rejected), row("remind[3]/send", "skipped"),
+                   row("remind[4]/send", "skipped", error="no email address"),
+                   row("report", "done", {"channel": GENERAL, "ts": "1.1"}))
+    origin = Origin(via="chat", platform="slack", conversation=NOVA_DM, thread="1.0", person="ana")
+    agent_effects = [("post", {"channel": NOVA_DM}), ("email", {}), ("email", {})]
+    people = People(accounts={"ana": {"slack": ANA}})
+    outcome = summarize(definition, WorkflowRun(id="r1", status="completed"), rows, agent_effects, origin,
+                        lambda who: f"<@{people.user_id(who)}>", people)
+    assert outcome.worth_telling
+    assert outcome.sentence() == ("payment-reminders finished: 1 message posted, 2 emails sent, Send ×3, "
+                                  f"1 rejected by <@{ANA}> (too formal), 1 skipped (Send: no email address).")
+    quiet = summarize(definition, WorkflowRun(id="r2", status="completed"), rows_of(row("find", "done", [])), [], origin,
+                      lambda who: who, people)
+    assert not quiet.worth_telling
+    cancelled = WorkflowRun(id="r3", status="cancelled", error="cancelled by ana")
+    assert not summarize(definition, cancelled, {}, [], origin, lambda who: who, people).worth_telling  # she did it herself
+    by_admin = WorkflowRun(id="r4", status="cancelled", error="cancelled by U0BOB00001")
+    assert summarize(definition, by_admin, {}, [], origin, lambda who: who, people).sentence() == \
+        "payment-reminders was cancelled: cancelled by U0BOB00001."
+
+
+def test_where_slack_refuses_the_native_plan_the_numbered_list_lands_instead(slack: FakeSlack) -> None:
+    from bot.slack.channel import SlackChannel, web_client
+
+    channel = SlackChannel(web_client(NOVA["token"], slack.base_url))
+    card = Card(text="tidy-books: Running", title="tidy-books", tasks=(Task("a", "Look up time", "complete"), Task("b", "Wait")))
+    slack.fail_next("chat.postMessage", error="invalid_blocks")
+    ref = asyncio.run(channel.send_card(MessageRef(GENERAL), card))
+    [message] = [m for m in slack.messages(GENERAL) if m["ts"] == ref.message]
+    assert [b["type"] for b in message["blocks"]] == ["section", "section"]
+    assert message["blocks"][1]["text"]["text"] == "1. ✓ Look up time\n2. ○ Wait"
+    asyncio.run(channel.update(ref, card))  # where it is accepted, the plan
+    [message] = [m for m in slack.messages(GENERAL) if m["ts"] == ref.message]
+    assert [b["type"] for b in message["blocks"]] == ["plan"]
