@@ -54,7 +54,8 @@ CARDS = {
     "plan": Card(text="Plan: payment reminders", title="Payment reminders, weekdays at 09:00 (Amsterdam time)",
                  tasks=(Task("find", "Find overdue invoices"), Task("draft", "Draft one reminder per invoice", details="friendly, then formal"),
                         Task("approve", "Ana approves each reminder"), Task("send", "Send the approved ones")),
-                 fields=(Field("Autonomy", "approve"),), status="Only Ana or an admin can start it",
+                 fields=(Field("Autonomy", "approve"),), body="Friendly first, then formal, then urgent.",
+                 status="Only Ana or an admin can start it",
                  buttons=(Button("plan.start", "Start", "p-1", "primary"), Button("plan.change", "Change", "p-1"),
                           Button("plan.cancel", "Cancel", "p-1", "danger"))),
     "progress": Card(text="payment-reminders: 2 of 3 steps done", title="payment-reminders",
@@ -67,14 +68,14 @@ CARDS = {
 
 def test_a_card_with_tasks_is_a_native_plan_in_place_of_its_title_with_fields_status_and_buttons_after_it() -> None:
     blocks = card_blocks(CARDS["plan"])
-    assert [b["type"] for b in blocks] == ["plan", "section", "context", "actions"]
+    assert [b["type"] for b in blocks] == ["plan", "section", "section", "context", "actions"]
     plan = blocks[0]
     assert plan["title"] == CARDS["plan"].title
     assert [(t["task_id"], t["title"], t["status"]) for t in plan["tasks"]] == [
         ("find", "Find overdue invoices", "pending"), ("draft", "Draft one reminder per invoice", "pending"),
         ("approve", "Ana approves each reminder", "pending"), ("send", "Send the approved ones", "pending")]
     assert plan["tasks"][1]["details"]["elements"][0]["elements"][0]["text"] == "friendly, then formal"
-    assert [e["text"]["text"] for e in blocks[3]["elements"]] == ["Start", "Change", "Cancel"]
+    assert [e["text"]["text"] for e in blocks[4]["elements"]] == ["Start", "Change", "Cancel"]
 
 
 def test_a_plan_holds_at_most_fifty_task_cards_with_unique_ids() -> None:
@@ -106,7 +107,7 @@ def test_the_terminal_prints_tasks_as_a_numbered_list_and_prints_an_updated_plan
     printed = out.getvalue()
     assert ("Nova: Payment reminders, weekdays at 09:00 (Amsterdam time)\n1. ○ Find overdue invoices\n"
             "2. ○ Draft one reminder per invoice: friendly, then formal\n3. ○ Ana approves each reminder\n"
-            "4. ○ Send the approved ones\nAutonomy: approve\nOnly Ana or an admin can start it\n(Start / Change / Cancel") in printed
+            "4. ○ Send the approved ones\nAutonomy: approve\nFriendly first, then formal, then urgent.\nOnly Ana or an admin can start it\n(Start / Change / Cancel") in printed
     assert "Nova: payment-reminders\n1. ✓ Find overdue invoices: 5 invoices\n2. ◐ Remind each client: 3/5 done\n" in printed
 
 

@@ -15,6 +15,7 @@ person privately (`Channel.notify`)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +39,30 @@ DEFAULT_PLATFORM = "slack"  # where a run with no platform in its origin reaches
 _KIND_WORDS = {"post": ("message posted", "messages posted"), "email": ("email sent", "emails sent")}
 
 
+MAX_PACE_WAIT = 5.0  # seconds a job may wait for its turn in a channel; longer, it comes back later
+
+
 def effect_key(run_id: str) -> str:
     return f"outcome-{run_id}"
+
+
+class ChannelBusy(Exception):
+    """The channel's next free slot is more than `MAX_PACE_WAIT` away (a burst of posts is going
+    out): rather than hold a worker, the caller schedules itself after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"channel busy for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+async def pace(rt: Runtime, key: str) -> None:
+    """Wait for this channel's turn (shared with the posts there), or raise `ChannelBusy`."""
+    assert rt.redis is not None
+    interval = rt.loaded.config.workers.channel_post_interval
+    busy = pacing.free_at(rt.redis, key) - time.time()
+    if interval > 0 and busy > MAX_PACE_WAIT:
+        raise ChannelBusy(busy)
+    await pacing.pace(rt.redis, key, interval)
 
 
 @dataclass
@@ -180,12 +203,12 @@ async def tell(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, ro
             async with rt.db.session() as session:
                 await effects.finish(session, key, {"told": True, "reconciled": found is not None})
             return "outcome told before a crash" if found is not None else "outcome may have gone before a crash: not repeated"
+    if to is not None:
+        await pace(rt, f"{platform}:{definition.member}:{to.conversation}")  # may raise ChannelBusy: nothing sent yet
     async with rt.db.session() as session:
         await effects.remember_intent(session, key, {"attempted": True, "told": True})
     try:
         if to is not None:
-            assert rt.redis is not None
-            await pacing.pace(rt.redis, f"{platform}:{definition.member}:{to.conversation}", rt.loaded.config.workers.channel_post_interval)
             landed = await channel.post(to, text, effect_id=key)
         else:
             assert origin.person is not None

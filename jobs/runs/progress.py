@@ -31,7 +31,7 @@ from rq import Retry
 
 from agents.channels import ChannelError
 from agents.messages import Card, MessageRef, Task, TaskStatus
-from jobs import pacing, queues
+from jobs import queues
 from jobs.runs import outcomes
 from jobs.runs.definitions import load_version
 from jobs.runs.origin import Origin
@@ -72,15 +72,15 @@ def note(redis: Redis | None, run_id: str, origin: dict[str, Any] | None, *, fin
         request(redis, run_id)
 
 
-def request(redis: Redis, run_id: str) -> None:
-    """Schedule one `refresh` of the run `DELAY` seconds from now, unless one is due already
+def request(redis: Redis, run_id: str, delay: float = DELAY) -> None:
+    """Schedule one `refresh` of the run `delay` seconds from now, unless one is due already
     (it will read the latest state). Never raises: progress is a nicety."""
     try:
-        if not redis.set(_DUE + run_id, "1", nx=True, ex=DUE_TTL):
+        if not redis.set(_DUE + run_id, "1", nx=True, ex=DUE_TTL + int(delay)):
             return
         try:
             queues.queue(redis, queues.WORKFLOWS).enqueue_in(
-                timedelta(seconds=DELAY), PROGRESS_JOB, run_id, job_id=f"progress-{run_id}-{uuid.uuid4().hex[:8]}",
+                timedelta(seconds=delay), PROGRESS_JOB, run_id, job_id=f"progress-{run_id}-{uuid.uuid4().hex[:8]}",
                 result_ttl=0, failure_ttl=24 * 3600, job_timeout=LOCK_TTL - 10,
                 retry=Retry(max=3, interval=[10, 60, 300]),  # only a transient failure to tell the outcome raises
             )
@@ -112,14 +112,20 @@ async def refresh(rt: Runtime, run_id: str) -> str:
         if origin is None:
             return "no origin"
         done: list[str] = []
-        if origin.conversation:
-            try:
-                done.append(await _show(rt, run, definition, rows, origin))
-            except Exception as exc:  # noqa: BLE001 - the progress message is a nicety; the outcome still goes out
-                log.warning("progress of run %s not shown: %s", run_id, exc, extra={"run_id": run_id, "member": definition.member})
-                done.append(f"progress not shown: {exc}")
-        if run.status in store.FINISHED_RUN:
-            done.append(await outcomes.tell(rt, run, definition, rows, origin))
+        try:
+            if origin.conversation:
+                try:
+                    done.append(await _show(rt, run, definition, rows, origin))
+                except outcomes.ChannelBusy:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the progress message is a nicety; the outcome still goes out
+                    log.warning("progress of run %s not shown: %s", run_id, exc, extra={"run_id": run_id, "member": definition.member})
+                    done.append(f"progress not shown: {exc}")
+            if run.status in store.FINISHED_RUN:
+                done.append(await outcomes.tell(rt, run, definition, rows, origin))
+        except outcomes.ChannelBusy as busy:  # a burst of posts goes out there: come back after it
+            request(redis, run_id, delay=busy.seconds)
+            done.append(f"channel busy: again in {busy.seconds:.0f} s")
         return "; ".join(done)
     finally:
         if redis.get(_LOCK + run_id) == token.encode():
@@ -140,8 +146,7 @@ async def _show(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, r
         result = dict(row.result)
     if row.status == "done" and result.get("shown") == shown:
         return "progress unchanged"
-    pace_key = f"{platform}:{definition.member}:{origin.conversation}"  # shared with the run's posts there
-    await pacing.pace(rt.redis, pace_key, rt.loaded.config.workers.channel_post_interval)
+    await outcomes.pace(rt, f"{platform}:{definition.member}:{origin.conversation}")  # shared with the run's posts there
     if row.status == "done":
         ref = MessageRef(str(result["conversation"]), str(result["message"]), result.get("thread"))
         await channel.update(ref, card)
