@@ -115,7 +115,7 @@ def test_a_run_from_a_thread_shows_its_steps_in_one_message_updated_until_all_ar
     assert plan["title"] == "tidy-books"
     assert [(t["title"], t["status"]) for t in plan["tasks"]] == [
         ("Look up time", "complete"), ("Let it settle", "complete"), ("Check again", "complete")]
-    assert message["text"] == "tidy-books: Finished · 3/3 steps done"
+    assert message["text"] == "tidy-books: Finished · 3/3 steps done\n1. ✓ Look up time\n2. ✓ Let it settle\n3. ✓ Check again"
     assert_valid_blocks(message["blocks"])
     for task in plan["tasks"]:
         assert_valid_blocks([task])
@@ -290,7 +290,8 @@ def test_a_foreach_shows_how_many_items_are_done_and_an_approval_waiting() -> No
     card = progress_card(definition, run, rows)
     assert [(t.title, t.status, t.details) for t in card.tasks] == [
         ("Find", "complete", ""), ("Remind", "in_progress", "3/5 done, 1 waiting for approval"), ("Report", "pending", "")]
-    assert card.text == "payment-reminders: Waiting · 1/3 steps done"
+    assert card.text == ("payment-reminders: Waiting · 1/3 steps done\n1. ✓ Find\n2. ◐ Remind: 3/5 done, 1 waiting for approval\n"
+                         "3. ○ Report")
 
 
 def test_the_outcome_counts_effects_rejections_and_skips_in_plain_words() -> None:

@@ -30,7 +30,7 @@ from redis import Redis
 from rq import Retry
 
 from agents.channels import ChannelError
-from agents.messages import Card, MessageRef, Task, TaskStatus
+from agents.messages import Card, MessageRef, Task, TaskStatus, task_lines
 from jobs import queues
 from jobs.runs import outcomes
 from jobs.runs.definitions import load_version
@@ -181,7 +181,9 @@ def progress_card(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[s
     standing = {"completed": "Finished", "failed": f"Failed: {run.error or 'unknown error'}", "cancelled": run.error or "Cancelled",
                 "skipped": "Skipped"}.get(run.status) or ("Waiting" if run.status == "waiting" else "Running")
     status = f"{standing} · {complete}/{len(tasks)} steps done"
-    return Card(text=f"{definition.name}: {status}", title=definition.name, tasks=tasks, status=status)
+    # `text` is the whole of it as plain lines: what notifications and block-less surfaces show
+    text = "\n".join([f"{definition.name}: {status}", *task_lines(tasks)])[:3000]
+    return Card(text=text, title=definition.name, tasks=tasks, status=status)
 
 
 def step_task(step: Step, rows: dict[str, StepRun]) -> Task:
