@@ -128,7 +128,7 @@ async def refresh(rt: Runtime, run_id: str) -> str:
             done.append(f"channel busy: again in {busy.seconds:.0f} s")
         return "; ".join(done)
     finally:
-        if redis.get(_LOCK + run_id) == token.encode():
+        if redis.get(_LOCK + run_id) in (token, token.encode()):
             redis.delete(_LOCK + run_id)
 
 
