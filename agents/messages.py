@@ -103,6 +103,20 @@ class Task:
     output: str = ""
 
 
+TASK_MARKS: dict[str, str] = {"pending": "○", "in_progress": "◐", "complete": "✓", "error": "✗"}
+"""How a task's status shows where there is no native plan (a terminal, a fallback section)."""
+
+
+def task_lines(tasks: tuple[Task, ...] | list[Task]) -> list[str]:
+    """The tasks as a numbered list with status marks, one line each (`2. ◐ Send reminders:
+    3/5 done`): what every surface without native task cards shows."""
+    lines = []
+    for number, task in enumerate(tasks, 1):
+        extra = " — ".join(part for part in (task.details, task.output) if part)
+        lines.append(f"{number}. {TASK_MARKS.get(task.status, '○')} {task.title}" + (f": {extra}" if extra else ""))
+    return lines
+
+
 @dataclass(frozen=True)
 class Card:
     """A message with structure: a title, context fields, a body (collapsed by the adapter

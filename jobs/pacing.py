@@ -35,3 +35,10 @@ async def pace(redis: Redis, key: str, interval: float) -> float:
     if delay:
         await asyncio.sleep(delay)
     return delay
+
+
+def free_at(redis: Redis, key: str) -> float:
+    """When (epoch seconds) this key's next slot is free, without reserving it: for work that
+    would rather come back later than hold a worker while a burst of posts goes out."""
+    last = redis.get(f"teammates:pace:{key}")
+    return float(last) if last else 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.inserts import insert_or_ignore
@@ -39,3 +39,11 @@ async def get(session: AsyncSession, effect_id: str) -> Effect | None:
 async def remember_intent(session: AsyncSession, effect_id: str, intent: dict[str, Any]) -> None:
     """Store what the effect will do (e.g. the reply's text) before doing it."""
     await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == "started").values(result=intent))
+
+
+async def done_with_prefix(session: AsyncSession, prefix: str, limit: int = 1000) -> list[Effect]:
+    """The finished effects whose ids start with `prefix` (a run's agent-step tool effects:
+    `<run id>-...`), oldest id first."""
+    rows = await session.execute(select(Effect).where(Effect.id.startswith(prefix, autoescape=True), Effect.status == "done")
+                                 .order_by(Effect.id).limit(limit))
+    return list(rows.scalars())

@@ -15,13 +15,21 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from agents.channels import Channel, ChannelError
-from agents.messages import Button, Card, Form, InboundMessage, MessageRef, UserInfo
+from agents.messages import Button, Card, Form, InboundMessage, MessageRef, UserInfo, task_lines
 from jobs.runtime import Runtime, llm_client
 from jobs.turns import answer
 from storage.db import Database
 from storage.recorder import recorder_for
 from teammates.config import LoadedConfig
 from teammates.runtime import prepare_database
+
+
+def card_text(card: Card) -> str:
+    """A card as terminal lines: title, tasks as a numbered list with status marks, fields,
+    body, status."""
+    lines = [card.title or card.text, *task_lines(card.tasks), *(f"{f.label}: {f.value}" for f in card.fields), card.body,
+             card.status]
+    return "\n".join(line for line in lines if line)
 
 
 class TerminalChannel:
@@ -55,14 +63,17 @@ class TerminalChannel:
         return UserInfo(id=user_id, name=user_id)
 
     async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
-        lines = [card.title or card.text, *(f"{f.label}: {f.value}" for f in card.fields), card.body, card.status]
-        return await self.post(to, "\n".join(line for line in lines if line))
+        return await self.post(to, card_text(card), buttons=card.buttons if card.tasks else ())
 
     async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
         return await self.send_card(MessageRef(""), card)
 
     async def update(self, ref: MessageRef, card: Card) -> None:
-        if card.status:
+        """A terminal cannot change what it printed: a card with tasks (a plan, a run's
+        progress) is printed again as it now stands; any other card shows its new status."""
+        if card.tasks:
+            await self.post(ref, card_text(card), buttons=card.buttons)
+        elif card.status:
             await self.post(ref, card.status)
 
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:

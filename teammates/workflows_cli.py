@@ -199,11 +199,12 @@ async def cancel(loaded: LoadedConfig, run_id: str, as_person: str | None, say: 
     """`runs cancel RUN_ID`: a thin call of `jobs.runs.cancel.cancel_run`."""
     by = person(loaded, as_person)
     async with opened(loaded) as db:
+        # With Redis, so that the run's thread shows it and its requester may hear of it.
+        rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis_from_url(loaded.config.redis_url))
         try:
-            cancelled = await cancel_run(db, run_id, by)
+            cancelled = await cancel_run(rt, run_id, by)
         except (LookupError, NotCancellable) as exc:
             raise ConfigError(str(exc)) from None
-        rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=None)
         for approval_id in cancelled:  # every posted copy now says "Cancelled"
             await refresh_approval(rt, approval_id)
     say(f"{run_id}: cancelled" + (f" ({len(cancelled)} pending approval(s) cancelled: {', '.join(cancelled)})" if cancelled else ""))

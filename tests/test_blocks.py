@@ -22,6 +22,7 @@ from agents.messages import (
     Form,
     FormInput,
     MessageRef,
+    Task,
 )
 from bot.slack.actions import form_metadata, from_submission
 from bot.slack.blocks import buttons_blocks, card_blocks, form_view
@@ -33,6 +34,8 @@ def valid(blocks: list[dict[str, Any]]) -> None:
         assert parsed is not None, block
         parsed.validate_json()
         assert parsed.to_dict() == block
+        for task in block.get("tasks") or []:  # a plan's task cards are kept as dicts by its model
+            valid([task])
 
 
 LONG = "Dear Acme,\n" + "we kindly remind you of invoice 2024-015. " * 200
@@ -48,7 +51,64 @@ CARDS = {
     "group": Card(text="12 approvals", title="12 approvals for payment-reminders", status="Each request is in this thread",
                   buttons=(Button(APPROVE_ALL_ACTION, "Approve all 12", "run|remind", "primary"),)),
     "bare": Card(text="just text"),
+    "plan": Card(text="Plan: payment reminders", title="Payment reminders, weekdays at 09:00 (Amsterdam time)",
+                 tasks=(Task("find", "Find overdue invoices"), Task("draft", "Draft one reminder per invoice", details="friendly, then formal"),
+                        Task("approve", "Ana approves each reminder"), Task("send", "Send the approved ones")),
+                 fields=(Field("Autonomy", "approve"),), body="Friendly first, then formal, then urgent.",
+                 status="Only Ana or an admin can start it",
+                 buttons=(Button("plan.start", "Start", "p-1", "primary"), Button("plan.change", "Change", "p-1"),
+                          Button("plan.cancel", "Cancel", "p-1", "danger"))),
+    "progress": Card(text="payment-reminders: 2 of 3 steps done", title="payment-reminders",
+                     tasks=(Task("find", "Find overdue invoices", "complete", output="5 invoices"),
+                            Task("remind", "Remind each client", "in_progress", details="3/5 done"),
+                            Task("report", "Report", "error", details="timed out after 30s"))),
+    "many tasks": Card(text="big", tasks=tuple(Task(f"s{i % 7}", f"step {i}", "complete") for i in range(80))),
 }
+
+
+def test_a_card_with_tasks_is_a_native_plan_in_place_of_its_title_with_fields_status_and_buttons_after_it() -> None:
+    blocks = card_blocks(CARDS["plan"])
+    assert [b["type"] for b in blocks] == ["plan", "section", "section", "context", "actions"]
+    plan = blocks[0]
+    assert plan["title"] == CARDS["plan"].title
+    assert [(t["task_id"], t["title"], t["status"]) for t in plan["tasks"]] == [
+        ("find", "Find overdue invoices", "pending"), ("draft", "Draft one reminder per invoice", "pending"),
+        ("approve", "Ana approves each reminder", "pending"), ("send", "Send the approved ones", "pending")]
+    assert plan["tasks"][1]["details"]["elements"][0]["elements"][0]["text"] == "friendly, then formal"
+    assert [e["text"]["text"] for e in blocks[4]["elements"]] == ["Start", "Change", "Cancel"]
+
+
+def test_a_plan_holds_at_most_fifty_task_cards_with_unique_ids() -> None:
+    [plan] = card_blocks(CARDS["many tasks"])
+    ids = [t["task_id"] for t in plan["tasks"]]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    assert plan["tasks"][-1]["title"] == "31 more steps"
+
+
+def test_without_native_blocks_tasks_are_a_numbered_list_with_status_marks() -> None:
+    blocks = card_blocks(CARDS["progress"], native_tasks=False)
+    valid(blocks)
+    assert [b["type"] for b in blocks] == ["section", "section"]
+    assert blocks[0]["text"]["text"] == "*payment-reminders*"
+    assert blocks[1]["text"]["text"] == ("1. ✓ Find overdue invoices: 5 invoices\n2. ◐ Remind each client: 3/5 done\n"
+                                         "3. ✗ Report: timed out after 30s")
+
+
+def test_the_terminal_prints_tasks_as_a_numbered_list_and_prints_an_updated_plan_again() -> None:
+    import asyncio
+    import io
+
+    from teammates.chat import TerminalChannel
+
+    out = io.StringIO()
+    terminal = TerminalChannel("Nova", out)
+    asyncio.run(terminal.send_card(MessageRef("t"), CARDS["plan"]))
+    asyncio.run(terminal.update(MessageRef("t", "1"), CARDS["progress"]))
+    printed = out.getvalue()
+    assert ("Nova: Payment reminders, weekdays at 09:00 (Amsterdam time)\n1. ○ Find overdue invoices\n"
+            "2. ○ Draft one reminder per invoice: friendly, then formal\n3. ○ Ana approves each reminder\n"
+            "4. ○ Send the approved ones\nAutonomy: approve\nFriendly first, then formal, then urgent.\nOnly Ana or an admin can start it\n(Start / Change / Cancel") in printed
+    assert "Nova: payment-reminders\n1. ✓ Find overdue invoices: 5 invoices\n2. ◐ Remind each client: 3/5 done\n" in printed
 
 
 @pytest.mark.parametrize("name", list(CARDS))

@@ -13,11 +13,16 @@ from slack_sdk.models.blocks import (
     InputBlock,
     MarkdownTextObject,
     PlainTextInputElement,
+    PlanBlock,
+    RichTextBlock,
+    RichTextElementParts,
+    RichTextSectionElement,
     SectionBlock,
+    TaskCardBlock,
 )
 from slack_sdk.models.views import View
 
-from agents.messages import Button, Card, Form
+from agents.messages import Button, Card, Form, Task, task_lines
 
 SECTION_LIMIT = 3000  # characters of one section's text
 COLLAPSED = 600  # a longer body is shown cut here, with its "more" button for the whole
@@ -25,13 +30,26 @@ FIELD_LIMIT = 2000  # characters of one field's text
 VIEW_TEXT_LIMIT = 2900  # per section in a modal (a long draft spans several sections)
 TITLE_LIMIT = 24  # a modal's title
 ID_LIMIT = 255  # action_id, block_id, value, private_metadata (3000), callback_id
+PLAN_TASKS = 50  # task cards in one plan block
+PLAN_TITLE_LIMIT = 150  # a plan's and a task card's plain-text title
+TASK_TEXT_LIMIT = 1000  # a task card's details or output
 
 
-def card_blocks(card: Card) -> list[dict[str, Any]]:
-    """The blocks of a card: title, fields, body (collapsed when long), status, buttons."""
+def card_blocks(card: Card, *, native_tasks: bool = True) -> list[dict[str, Any]]:
+    """The blocks of a card: title, tasks, fields, body (collapsed when long), status, buttons.
+
+    A card with tasks shows them as Slack's agent-native `plan` block (titled with the card's
+    title, in the title's place) of `task_card`s; with `native_tasks=False` — for surfaces and
+    workspaces that lack those blocks — as the title and a numbered list in a plain section.
+    Either way the card's `text` stays the notification's (and screen reader's) fallback."""
     blocks: list[Block] = []
-    if card.title:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(f"*{card.title}*", SECTION_LIMIT))))
+    if card.tasks and native_tasks:
+        blocks.append(plan_block(card.title or card.text, card.tasks))
+    else:
+        if card.title:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(f"*{card.title}*", SECTION_LIMIT))))
+        if card.tasks:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut("\n".join(task_lines(card.tasks)), SECTION_LIMIT))))
     if card.fields:
         blocks.append(SectionBlock(fields=[MarkdownTextObject(text=_cut(f"*{f.label}*\n{f.value}", FIELD_LIMIT)) for f in card.fields[:10]]))
     buttons = list(card.buttons)
@@ -48,6 +66,29 @@ def card_blocks(card: Card) -> list[dict[str, Any]]:
     if not blocks:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(card.text, SECTION_LIMIT))))
     return [block.to_dict() for block in blocks]
+
+
+def plan_block(title: str, tasks: tuple[Task, ...]) -> PlanBlock:
+    """A `plan` block: one `task_card` per task, in order (at most `PLAN_TASKS`; the rest are
+    summed up in a last card). Task ids are made unique, as Slack requires within a plan."""
+    shown = list(tasks[:PLAN_TASKS])
+    if len(tasks) > PLAN_TASKS:
+        rest = tasks[PLAN_TASKS - 1:]
+        done = sum(t.status == "complete" for t in rest)
+        shown[-1] = Task(id="more", title=f"{len(rest)} more steps", details=f"{done}/{len(rest)} done",
+                         status="error" if any(t.status == "error" for t in rest) else
+                         "complete" if done == len(rest) else "in_progress" if done or any(t.status == "in_progress" for t in rest)
+                         else "pending")
+    cards: list[TaskCardBlock] = []
+    seen: set[str] = set()
+    for number, task in enumerate(shown, 1):
+        task_id = _cut(task.id or str(number), 64)
+        if task_id in seen:
+            task_id = f"{number}-{task_id}"[:64]
+        seen.add(task_id)
+        cards.append(TaskCardBlock(task_id=task_id, title=_cut(task.title or task.id, PLAN_TITLE_LIMIT), status=task.status,
+                                   details=_rich(task.details), output=_rich(task.output)))
+    return PlanBlock(title=_cut(title or "Plan", PLAN_TITLE_LIMIT), tasks=cards)
 
 
 def buttons_blocks(text: str, buttons: list[Button]) -> list[dict[str, Any]]:
@@ -84,6 +125,13 @@ def form_view(form: Form, metadata: str | None = None) -> dict[str, Any]:
 
 def _button(b: Button) -> ButtonElement:
     return ButtonElement(text=b.label, action_id=b.action_id, value=b.value[:2000], style=b.style)
+
+
+def _rich(text: str) -> RichTextBlock | None:
+    """A task card's details or output: one rich-text section of plain text (None when empty)."""
+    if not text:
+        return None
+    return RichTextBlock(elements=[RichTextSectionElement(elements=[RichTextElementParts.Text(text=_cut(text, TASK_TEXT_LIMIT))])])
 
 
 def _quote(text: str) -> str:

@@ -81,12 +81,12 @@ class SlackChannel:
         return await self.post(MessageRef(str(opened["channel"]["id"])), text, effect_id=effect_id)
 
     async def send_card(self, to: MessageRef, card: Card, *, effect_id: str | None = None) -> MessageRef:
-        kwargs: dict[str, Any] = {"channel": to.conversation, "text": card.text, "blocks": card_blocks(card)}
+        kwargs: dict[str, Any] = {"channel": to.conversation, "text": card.text}
         if to.thread:
             kwargs["thread_ts"] = to.thread
         if effect_id:
             kwargs["metadata"] = Metadata(event_type=EFFECT_EVENT, event_payload={"effect_id": effect_id})
-        response = await self._call("chat_postMessage", **kwargs)
+        response = await self._card_call("chat_postMessage", card, **kwargs)
         return MessageRef(str(response["channel"]), str(response["ts"]), to.thread)
 
     async def send_card_to_person(self, user_id: str, card: Card, *, effect_id: str | None = None) -> MessageRef:
@@ -96,7 +96,7 @@ class SlackChannel:
     async def update(self, ref: MessageRef, card: Card) -> None:
         """chat.update with the bot token: works for as long as the message exists (a
         `response_url` stops working after 30 minutes)."""
-        await self._call("chat_update", channel=ref.conversation, ts=ref.message, text=card.text, blocks=card_blocks(card))
+        await self._card_call("chat_update", card, channel=ref.conversation, ts=ref.message, text=card.text)
 
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
         """chat.postEphemeral in the conversation; a DM when that cannot reach them (not in
@@ -196,6 +196,17 @@ class SlackChannel:
             timezone=user.get("tz"),
             is_bot=bool(user.get("is_bot")),
         )
+
+    async def _card_call(self, method: str, card: Card, **kwargs: Any) -> Any:
+        """`method` with the card's blocks. A card with tasks goes out as a native `plan`; where
+        Slack refuses that block (a workspace or surface without agent blocks: `invalid_blocks`),
+        once more with the plain numbered-list fallback, so the message still lands."""
+        try:
+            return await self._call(method, blocks=card_blocks(card), **kwargs)
+        except ChannelError as exc:
+            if not card.tasks or exc.code != "invalid_blocks":
+                raise
+        return await self._call(method, blocks=card_blocks(card, native_tasks=False), **kwargs)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         try:

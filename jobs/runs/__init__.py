@@ -13,6 +13,9 @@ How a run moves (one module per part, no import cycles, no private names across 
 - `approvals` and `timers`: `approval` and `wait` steps suspend (the step row is `waiting` with
   a `wake_at`, a timer job on RQ's scheduler, no worker held); a decision (first one wins) or
   the timer resumes the run.
+- `progress` shows a run's steps in its origin conversation (one message, updated by a
+  coalesced job after each committed change; nothing at all for runs nobody follows), and
+  `outcomes` tells the requester how the run ended when that is worth it, once.
 - `reconcile` repairs what a crash or a Redis loss left behind.
 - `queueing` builds and enqueues the RQ jobs; `jobs` holds their entry points.
 """

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.runs import queueing, secrets
+from jobs.runs import progress, queueing, secrets
 from jobs.runs.definitions import load_version
 from jobs.runs.settings import RunSettings
 from jobs.runs.walk import Walk, run_context, walk
@@ -29,23 +29,34 @@ async def advance(db: Database, redis: Redis, run_id: str, settings: RunSettings
     """Queue whatever can run now; finish the run when nothing is left. A walk never reads
     secrets (only a tool step's args may, when that step runs), so the run's lock (on SQLite:
     the database's write lock) is never held while decrypting."""
+    origin: list[dict[str, Any] | None] = []
     async with db.session() as session:
-        outcome, to_queue = await advance_in(session, run_id, settings)
+        outcome, to_queue = await advance_in(session, run_id, settings, origin_out=origin)
     queueing.enqueue_steps(redis, run_id, to_queue)
+    if origin:  # after the commit: whoever follows the run sees this advance (no-op when nobody does)
+        progress.note(redis, run_id, origin[0], finished=outcome in FINISHING)
     return f"{outcome}; queued {len(to_queue)}"
 
 
+FINISHING = ("done", "failed")
+"""Outcomes of `advance_in` that finish the run (`run completed`/`run failed`: it already was)."""
+
+
 async def advance_in(session: Any, run_id: str, settings: RunSettings,
-                     feed: list[dict[str, Any]] | None = None) -> tuple[str, Queued]:
+                     feed: list[dict[str, Any]] | None = None, *,
+                     origin_out: list[dict[str, Any] | None] | None = None) -> tuple[str, Queued]:
     """The advance inside the caller's transaction (the run row stays locked until it ends);
     returns the outcome and the steps to enqueue once the transaction has committed. `feed`:
     the caller's activity rows (`activity.entry`), written with the advance's own in one
-    statement."""
+    statement. `origin_out`, if given, receives the run's stored origin (for `progress.note`
+    once the transaction has committed) when the run was still open."""
     feed = list(feed or [])
     run = await store.run(session, run_id, lock=True)
     if run is None or run.status in store.FINISHED_RUN:
         await activity.record_many(session, feed)
         return ("no such run" if run is None else f"run {run.status}"), []
+    if origin_out is not None:
+        origin_out.append(run.origin)
     definition = await load_version(session, run.workflow_id, run.version)
     rows = await store.steps(session, run_id)
     # A walk never reads secrets (only tool step args may): it never touches the secrets table.

@@ -12,6 +12,7 @@ use them to update the approvals' messages."""
 
 from __future__ import annotations
 
+from jobs.runs import progress
 from jobs.runtime import Runtime
 from storage import activity, approvals
 from storage import workflows as store
@@ -58,4 +59,7 @@ async def cancel_run(rt_or_db: Runtime | Database, run_id: str, by: str | None) 
                                    entity_type="workflow", entity_id=name, run_id=run_id,
                                    details={"approvals": cancelled}))
         await activity.record_many(session, feed)
+        origin = run.origin
+    if isinstance(rt_or_db, Runtime):  # after the commit: its thread shows it, its requester may hear it
+        progress.note(rt_or_db.redis, run_id, origin, finished=True)
     return cancelled

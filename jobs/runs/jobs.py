@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from jobs import loop
 from jobs.runs.advance import advance
+from jobs.runs.progress import refresh
 from jobs.runs.settings import settings
 from jobs.runs.steps import run_step
 from jobs.runs.timers import wake
@@ -23,3 +24,7 @@ def step_job(run_id: str, path: str) -> str:
 
 def wake_job(run_id: str, path: str) -> str:
     return loop.run(wake(current(), run_id, path))
+
+
+def progress_job(run_id: str) -> str:
+    return loop.run(refresh(current(), run_id))

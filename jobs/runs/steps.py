@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.runs import approvals, kinds, queueing, secrets
-from jobs.runs.advance import advance_in, stored
+from jobs.runs import approvals, kinds, progress, queueing, secrets
+from jobs.runs.advance import FINISHING, advance_in, stored
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.settings import lease as lease_of
 from jobs.runs.settings import settings
@@ -55,6 +55,8 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         return "step taken or finished"
     if ctx is None:
         raise LookupError(f"step {path} is not open in run {run_id}")
+    origin = run.origin  # read with the run above: following its progress costs no query
+    progress.note(rt.redis, run_id, origin)  # the step is running now
     ctx = {**ctx, "secrets": secret_view}
     extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
     outcome: Any
@@ -67,13 +69,13 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         log.warning("step %s lost its lease: stopped, another worker has it", path, extra=extra)
         return "lease lost"
     except (templates.TemplateError, kinds.StepFailure) as exc:
-        return await _failed(rt, definition, run_id, path, step, secret_view.redact(str(exc)), attempt, retryable=False)
+        return await _failed(rt, definition, run_id, path, step, secret_view.redact(str(exc)), attempt, retryable=False, origin=origin)
     except TimeoutError:
-        return await _failed(rt, definition, run_id, path, step, f"timed out after {step.timeout}", attempt, retryable=True)
+        return await _failed(rt, definition, run_id, path, step, f"timed out after {step.timeout}", attempt, retryable=True, origin=origin)
     except Exception as exc:  # noqa: BLE001 - any failure of a step follows its retry/on_error
         error = secret_view.redact(f"{type(exc).__name__}: {exc}")
         log.warning("step %s failed: %s", path, error, extra=extra)
-        return await _failed(rt, definition, run_id, path, step, error, attempt, retryable=True)
+        return await _failed(rt, definition, run_id, path, step, error, attempt, retryable=True, origin=origin)
     assert rt.redis is not None
     if isinstance(outcome, kinds.Suspend):
         async with rt.db.session() as session:
@@ -84,6 +86,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         if outcome.wake_at is not None:
             queueing.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
         queueing.enqueue_steps(rt.redis, run_id, to_queue)
+        progress.note(rt.redis, run_id, origin)  # waiting (for approval)
         if outcome.approval_id and await approvals.settle(rt, outcome.approval_id):
             return "decided while it was being asked"
         return "waiting"
@@ -95,12 +98,14 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
                                action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
                                entity_id=path, run_id=run_id)] if done else []
         # The next advance runs in this transaction (no extra job per step), and writes `feed`.
-        _, to_queue = await advance_in(session, run_id, config, feed)
+        advanced, to_queue = await advance_in(session, run_id, config, feed)
     queueing.enqueue_steps(rt.redis, run_id, to_queue)
+    progress.note(rt.redis, run_id, origin, finished=advanced in FINISHING)
     return "done"
 
 
-async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, error: str, attempt: int, *, retryable: bool) -> str:
+async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, error: str, attempt: int, *, retryable: bool,
+                  origin: dict[str, Any] | None = None) -> str:
     """Retry with backoff while attempts remain; then follow `on_error`."""
     assert rt.redis is not None
     policy = step.retry
@@ -110,6 +115,7 @@ async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
             await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="retrying", error=error,
                                     wake_at=wake_at, lease_until=None)
         queueing.schedule_wake(rt.redis, run_id, path, wake_at)
+        progress.note(rt.redis, run_id, origin)
         return f"retrying at {wake_at:%H:%M:%S}"
     status = "skipped" if step.on_error == "skip" else "failed"
     async with rt.db.session() as session:
@@ -118,8 +124,9 @@ async def _failed(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
         feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
                                action="step_failed", description=f"{definition.name}: {path} failed: {error}",
                                entity_type="step", entity_id=path, run_id=run_id)]
-        _, to_queue = await advance_in(session, run_id, settings(rt), feed)
+        advanced, to_queue = await advance_in(session, run_id, settings(rt), feed)
     queueing.enqueue_steps(rt.redis, run_id, to_queue)
+    progress.note(rt.redis, run_id, origin, finished=advanced in FINISHING)
     return f"{status}: {error}"
 
 
