@@ -157,7 +157,7 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
             _may_manage(people, workflow.member_id, workflow.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "cancel")
         by = people.person_of(ctx.user_id, ctx.channel.platform) or ctx.user_id
         try:
-            cancelled = await cancel_run(rt.db, args.run_id, by)
+            cancelled = await cancel_run(rt, args.run_id, by)
         except (LookupError, NotCancellable) as exc:
             raise ToolError(str(exc)) from None
         for approval_id in cancelled:
