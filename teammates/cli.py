@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level)
     try:
         loaded = load(args.config)
+        _install_tools(loaded)
         _check_tools(loaded)
         return _dispatch(args, loaded)
     except (ConfigError, DatabaseUrlError) as exc:
@@ -225,6 +226,17 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         config_args = ["--config", str(loaded.path)] if args.config else []
         processes.run(loaded, args.host, args.port, args.workers, config_args)
     return 0
+
+
+def _install_tools(loaded: LoadedConfig) -> None:
+    """The config's business tools (and `send_email`) join the registry in every process:
+    members list them, `workflow apply` checks against them, workers run them (a worker
+    pool's forks inherit them)."""
+    if not loaded.config.tools and loaded.config.email is None:
+        return  # nothing to install: no import cost for commands of a config without them
+    from jobs.business_tools import install
+
+    install(loaded)
 
 
 def _check_tools(loaded: LoadedConfig) -> None:

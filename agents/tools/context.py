@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,3 +46,6 @@ class ToolContext:
     history: Callable[[int], Awaitable[list[HistoryLine]]]
     call_id: str = ""  # the model's tool_use id: makes each call's effects distinct
     effects: EffectLog | None = None  # None: effects are not recorded (no retry to guard)
+    # The workspace's stored secrets, for tools whose configuration reads them (an HTTP tool's
+    # url and headers); a value is decrypted only when read. None: no secrets here.
+    secrets: Callable[[], Awaitable[Mapping[str, str]]] | None = None
