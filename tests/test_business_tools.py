@@ -348,6 +348,21 @@ steps:
     assert "tool whoami: GET 127.0.0.1" in places["logs"]  # the logs were really looked at
 
 
+def test_a_python_tool_beside_the_config_gets_the_input_and_its_answer_is_selected(stack: Stack) -> None:
+    (stack.workdir / "acme_tools.py").write_text(
+        "async def open_deals(data):\n"
+        "    return [{'deal': f'{data[\"stage\"]}-{n}', 'owner': 'ana', 'notes': 'x' * 50} for n in range(2)]\n"
+    )
+    path = stack.workdir / "teammates.yml"
+    path.write_text(path.read_text().replace("tools: [get_thread_history, lookup_user, post_message]",
+                                             "tools: [get_thread_history, lookup_user, post_message, open_deals]")
+                    + "tools:\n  - {name: open_deals, description: Open deals, python: 'acme_tools:open_deals', returns: '[].deal',\n"
+                      "     input: {type: object, properties: {stage: {type: string}}, required: [stage]}}\n")
+    stack.up()
+    result = ask(stack, "open_deals", {"stage": "proposal"})
+    assert json.loads(result["content"]) == ["proposal-0", "proposal-1"]
+
+
 @pytest.mark.parametrize(("entry", "problem"), [
     ("{name: find, description: x, http: {url: 'https://api.test/x'}, returns: 'invoices[.'}",
      "tools[find].returns: expected a JMESPath expression"),

@@ -7,6 +7,7 @@ tools in the registry (replacing any installed before), so turns, workflow steps
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from agents.tools.configured import configured_tool
@@ -20,6 +21,12 @@ def install(loaded: LoadedConfig) -> None:
     """Build and install the configured tools; raises `ConfigError` for a bad entry."""
     config = loaded.config
     where = str(loaded.path) if loaded.path else "(no config file)"
+    if loaded.path is not None and any(t.python for t in config.tools):
+        # `module:function` may name a module beside the config file (searched after all
+        # installed packages, so it never shadows one).
+        folder = str(loaded.path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.append(folder)
     tools: list[Tool[Any]] = []
     for index, entry in enumerate(config.tools):
         at = f"{where}: tools[{entry.name}]"

@@ -127,10 +127,10 @@ async def _secrets(ctx: ToolContext, tool: str, texts: list[str]) -> templates.S
 
 
 def _with_defaults(schema: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The input, with every declared property present: its schema `default`, else None (so a
-    template can say `{% if min_days %}` instead of failing on an optional key)."""
+    """The input, with every declared property present: its schema `default`, else "" (so an
+    optional key left out renders as nothing, and `{% if min_days %}` can test for it)."""
     properties = schema.get("properties") or {}
-    filled = {name: (spec.get("default") if isinstance(spec, dict) else None) for name, spec in properties.items()}
+    filled = {name: (spec.get("default", "") if isinstance(spec, dict) else "") for name, spec in properties.items()}
     return {**filled, **data}
 
 
