@@ -79,7 +79,8 @@ class HttpTool:
         started = time.monotonic()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=spec.timeout)) as session:
-                async with session.request(spec.method, url, headers=headers, data=payload) as response:
+                # No redirects: a header carrying a secret would follow one to another host.
+                async with session.request(spec.method, url, headers=headers, data=payload, allow_redirects=False) as response:
                     status = response.status
                     raw, whole = await _read_capped(response.content)
                     kind = response.content_type
