@@ -246,6 +246,7 @@ def _check_tools(loaded: LoadedConfig) -> None:
     for member in loaded.config.members:
         for name in member.tools:
             if name not in known:
+                hint = "; it comes with an email: section" if name == "send_email" else ""
                 raise ConfigError(
-                    f"{loaded.path}: members[{member.id}].tools: unknown tool {name!r} (known: {', '.join(sorted(known))})"
+                    f"{loaded.path}: members[{member.id}].tools: unknown tool {name!r} (known: {', '.join(sorted(known))}){hint}"
                 )

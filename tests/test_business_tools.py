@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -361,6 +362,30 @@ def test_a_python_tool_beside_the_config_gets_the_input_and_its_answer_is_select
     stack.up()
     result = ask(stack, "open_deals", {"stage": "proposal"})
     assert json.loads(result["content"]) == ["proposal-0", "proposal-1"]
+
+
+def test_loading_another_config_replaces_the_configured_tools(tmp_path: Path) -> None:
+    from agents.tools.registry import known_tools
+    from jobs.business_tools import install
+    from teammates.config import ConfigError, load
+
+    def configured(*names: str) -> Path:
+        path = tmp_path / f"{'-'.join(names) or 'none'}.yml"
+        path.write_text("tools:\n" + "".join(f"  - {{name: {n}, description: x, http: {{url: 'https://api.test/{n}'}}}}\n" for n in names)
+                        if names else "{}\n")
+        return path
+
+    try:
+        install(load(str(configured("find_deal", "get_invoice")), env={}))
+        assert {"find_deal", "get_invoice", "post_message"} <= set(known_tools())
+        install(load(str(configured("get_invoice")), env={}))
+        assert "find_deal" not in known_tools() and "get_invoice" in known_tools()
+        with pytest.raises(ConfigError, match="'lookup_user' is the name of a built-in tool"):
+            install(load(str(configured("lookup_user")), env={}))
+        assert "get_invoice" in known_tools() and "lookup_user" in known_tools()  # nothing changed
+    finally:
+        install(load(str(configured()), env={}))
+    assert "get_invoice" not in known_tools()
 
 
 @pytest.mark.parametrize(("entry", "problem"), [
