@@ -169,3 +169,6 @@ VIEW_ACTION = "approval.view"  # opens the whole draft, read-only
 APPROVE_ALL_ACTION = "approval.approve_all"
 REJECTED_FORM = "approval.rejected"  # the reason form's submission
 EDITED_FORM = "approval.edited"  # the edit form's submission
+PLAN_START_ACTION = "plan.start"  # a plan's Start: the workflow is created and scheduled
+PLAN_CHANGE_ACTION = "plan.change"  # back to the conversation with the draft
+PLAN_CANCEL_ACTION = "plan.cancel"  # the draft is discarded

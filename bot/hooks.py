@@ -139,7 +139,7 @@ async def _start_once(db: Any, name: str, delivery: str, payload: dict[str, Any]
                 return earlier, []
             # No conversation behind a webhook: its person is the workflow's creator.
             run_id, to_queue = await start_loaded(session, workflow, "webhook", payload, defer=True,
-                                                  origin=Origin(via="webhook", person=workflow.created_by))
+                                                  origin=Origin.of_workflow(workflow.home, workflow.created_by, "webhook"))
             assert run_id is not None  # no schedule slot: a run is always created
             if not await deliveries.record_delivery(session, workflow.id, delivery, run_id):
                 raise _LostRace

@@ -26,7 +26,7 @@ from rq.registry import ScheduledJobRegistry
 from jobs import loop, queues
 from jobs.runs import queueing
 from jobs.runs.definitions import cached_version
-from jobs.runs.origin import Origin
+from jobs.runs.origin import Origin, Via
 from jobs.runs.settings import RunSettings
 from jobs.runs.settings import settings as run_settings
 from jobs.runs.start import start_loaded
@@ -132,10 +132,11 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
     return f"started {own_run}{batched}" if own_run else "slot already ran"
 
 
-def scheduled_origin(workflow: Workflow) -> Origin:
-    """A schedule's run comes from no conversation: its person is the workflow's creator
-    (`workflow apply --as`, or the config's first admin), None when that is unknown."""
-    return Origin(via="schedule", person=workflow.created_by)
+def scheduled_origin(workflow: Workflow, via: Via = "schedule") -> Origin:
+    """A schedule's (or webhook's) run reports where the workflow was built when it was built
+    in a conversation (`workflows.home`); otherwise it comes from no conversation and its
+    person is the workflow's creator (`workflow apply --as`, or the config's first admin)."""
+    return Origin.of_workflow(workflow.home, workflow.created_by, via)
 
 
 def due_alongside(redis: Redis, slot_epoch: int, exclude: int) -> list[int]:

@@ -36,6 +36,8 @@ from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
 from jobs import capacity, intake, loop, tool_secrets
+from jobs.builder import plans
+from jobs.builder import tools as builder_tools
 from jobs.runtime import Runtime, current
 from jobs.tool_effects import ToolEffects
 from storage import activity, conversations, effects, inbound, members, usage
@@ -185,7 +187,10 @@ async def _reply(rt: Runtime, turn: _Turn) -> str:
         return await _finish(rt, turn, channel, str(text), landed, posted=False)
     if not text:
         await _quietly(channel.set_working(_message(last)), extra)
-        generated = await _generate(rt, turn, channel, extra)
+        # A typed "yes" to an open plan starts it, as its Start button would (no LLM call).
+        generated = await plans.typed_start(rt, lead.member_id, lead.platform, turn.reply_to, last.user_id, last.text)
+        if generated is None:
+            generated = await _generate(rt, turn, channel, extra)
         if generated is None:
             return "apologised"
         text = generated
@@ -217,6 +222,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         run_id=run_id,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
         effects=ToolEffects(rt, run_id),
+        conversation_id=turn.conversation_id,
         secrets=tool_secrets.reader(rt),
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
@@ -228,7 +234,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
                 TurnSettings(model=llm.model, max_tokens=llm.max_tokens, max_iterations=llm.max_iterations),
                 prompts.system_blocks(member, workspace, datetime.now(UTC), colleagues),
                 history,
-                resolve(member.tools),
+                [*resolve(member.tools), *builder_tools.for_runtime(rt)],
                 ctx,
                 lambda u: _record_usage(rt, u, member.id, last.user_id, turn.conversation_id, run_id),
             ),

@@ -102,12 +102,16 @@ async def pending_for_run(session: AsyncSession, run_id: str) -> list[str]:
     return list(rows.scalars())
 
 
-async def escalate(session: AsyncSession, approval_id: str, to: str, expires_at: datetime) -> None:
+async def escalate(session: AsyncSession, approval_id: str, to: str, expires_at: datetime | None,
+                   remind_at: datetime | None = None) -> None:
+    """Add `to` to the approvers with a fresh expiry, and a fresh reminder (the new approver
+    is reminded like the first ones were)."""
     row = await get(session, approval_id)
     if row is not None:
         await session.execute(
             update(Approval).where(Approval.id == approval_id)
-            .values(approvers=[*(row.approvers or []), to], expires_at=expires_at, revision=Approval.revision + 1)
+            .values(approvers=[*(row.approvers or []), to], expires_at=expires_at, remind_at=remind_at, reminded_at=None,
+                    revision=Approval.revision + 1)
         )
 
 

@@ -229,6 +229,9 @@ class Workflow(Base):
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Where a workflow built from chat was built ({platform, conversation, thread, person}):
+    # its scheduled and webhook runs report there. None for workflows applied from files.
+    home: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
 class WorkflowVersion(Base):
@@ -383,3 +386,32 @@ class WebhookDelivery(Base):
     delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("workflow_runs.id", ondelete="CASCADE"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Plan(Base):
+    """A workflow a member drafted in a conversation, waiting for the person to start it.
+
+    proposed -> started | cancelled | expired | superseded (a newer plan for the same workflow
+    in the same conversation) | changing (the person pressed Change; a new plan follows).
+    Only a guarded UPDATE on `status = 'proposed'` (or 'changing') moves it on, so a double
+    click or a click racing a typed "yes" starts it once."""
+
+    __tablename__ = "plans"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    workflow: Mapped[str] = mapped_column(String(100))
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    base_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set for a change to a stored workflow
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    requester: Mapped[str] = mapped_column(String(64))  # the platform user who asked
+    person: Mapped[str | None] = mapped_column(String(64))  # their person id, when `people:` knows them
+    platform: Mapped[str] = mapped_column(String(16))
+    conversation: Mapped[str] = mapped_column(String(64), index=True)
+    thread: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(String(64))  # the plan card
+    conversation_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    notes: Mapped[list[Any]] = mapped_column(default=list)  # what the plan had to say (a time zone replaced)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column()

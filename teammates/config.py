@@ -1,7 +1,8 @@
 """Load and validate `teammates.yml`.
 
-The file is YAML with `${VAR}` placeholders read from the environment. A placeholder whose
-variable is unset becomes `None` and is remembered in `Config.unset`: it is an error only
+The file is YAML with `${VAR}` placeholders read from the environment (`${VAR:-default}`
+uses `default` when VAR is unset or empty, as a shell does). A placeholder whose
+variable is unset and has no default becomes `None` and is remembered in `Config.unset`: it is an error only
 where the value is needed (a member without Slack credentials is simply not served on Slack).
 Every problem is raised as one `ConfigError` naming the file, the key and what was expected.
 """
@@ -19,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MEMBER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
@@ -70,9 +71,15 @@ class MemberConfig(_Strict):
     persona: str = ""
     tools: list[str] = Field(default_factory=list)
     autonomy: Literal["notify", "approve", "auto"] = "approve"
+    timezone: str | None = None  # for schedules built from chat when the person's is unknown
     channels: MemberChannels = Field(default_factory=MemberChannels)
     slack: SlackCredentials | None = None
     teams: TeamsCredentials | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
     @field_validator("id")
     @classmethod
@@ -80,6 +87,18 @@ class MemberConfig(_Strict):
         if not _MEMBER_ID.match(value):
             raise ValueError("a url-safe id: lowercase letters, digits, '-' or '_'")
         return value
+
+
+def _zone(value: str | None) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"an IANA time zone name such as Europe/Amsterdam, not {value!r}") from exc
+    return value
 
 
 class WorkspaceConfig(_Strict):
@@ -91,13 +110,7 @@ class WorkspaceConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"an IANA time zone name such as Europe/Amsterdam, not {value!r}") from exc
-        return value
+        return _zone(value) or value
 
 
 class PersonConfig(_Strict):
@@ -106,6 +119,12 @@ class PersonConfig(_Strict):
     slack: str | None = None
     teams: str | None = None
     email: str | None = None
+    timezone: str | None = None  # IANA; wins over the Slack profile's for schedules built from chat
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
 
 class LlmConfig(_Strict):
@@ -381,11 +400,11 @@ def _interpolate(value: Any, env: Mapping[str, str], keys: tuple[str, ...], unse
     if isinstance(value, list):
         return [_interpolate(v, env, (*keys, str(i)), unset) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
-        missing = [name for name in _VAR.findall(value) if not env.get(name)]
+        missing = [name for name, default in _VAR.findall(value) if not env.get(name) and not default]
         if missing:
             unset[".".join(keys)] = missing[0]
             return None
-        return _VAR.sub(lambda m: env[m.group(1)], value)
+        return _VAR.sub(lambda m: env.get(m.group(1)) or m.group(2), value)
     return value
 
 

@@ -27,6 +27,7 @@ from jobs import actions as job_actions
 from jobs import intake, queues, schedules
 from jobs import loop as job_loop
 from jobs import runtime as job_runtime
+from jobs.builder import expiry as plan_expiry
 from jobs.runs.reconcile import reconcile as reconcile_runs
 from jobs.runtime import Runtime
 from storage.db import Database
@@ -90,7 +91,7 @@ async def _reconcile_forever(rt: Runtime, every: float) -> None:
     redis = rt.redis
     while True:
         for what, part in (("schedules", lambda: schedules.reconcile(rt.db, redis)), ("runs", lambda: reconcile_runs(rt)),
-                           ("clicks", lambda: job_actions.sweep(rt.db, redis))):
+                           ("clicks", lambda: job_actions.sweep(rt.db, redis)), ("plans", lambda: plan_expiry.expire_due(rt.db, redis))):
             try:
                 await part()
             except Exception:  # noqa: BLE001

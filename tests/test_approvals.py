@@ -184,6 +184,35 @@ steps:
     assert len(sent) == 11 and len(set(sent)) == 11  # each approved item sent once; the rejected one not
 
 
+def test_approvals_of_a_foreach_sent_by_dm_are_grouped_under_one_approve_all_in_the_dm(stack: Stack) -> None:
+    stack.up()
+    apply(stack, f"""
+name: dm-reminders
+member: nova
+trigger: {{manual: {{}}}}
+inputs:
+  - {{name: clients, type: list, default: ["Acme", "Globex", "Initech"]}}
+steps:
+  - id: remind
+    foreach: "{{{{ inputs.clients }}}}"
+    concurrency: 3
+    steps:
+      - id: approve
+        approval: {{message: "Remind {{{{ item }}}}?", show: "Dear {{{{ item }}}}", approvers: [ana], to: dm}}
+      - id: send
+        post: {{channel: {GENERAL}, text: "{{{{ steps.approve.content }}}}"}}
+""")
+    run_id = start(stack, "dm-reminders")
+    wait_until(lambda: len(requests_posted(stack)) == 3, what="3 requests")
+    [parent] = wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if "approval.approve_all" in json.dumps(p.get("blocks"))],
+                          what="the group's message")
+    assert parent["channel"] == NOVA_DM
+    assert all(r["channel"] == NOVA_DM and r.get("thread_ts") == parent["ts"] for r in requests_posted(stack))
+    assert click(stack, parent, "approval.approve_all", ANA) == 200
+    assert wait_status(stack, run_id, "completed", "failed", timeout=60)["status"] == "completed"
+    assert sorted(p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL) == ["Dear Acme", "Dear Globex", "Dear Initech"]
+
+
 def test_a_run_from_a_chat_thread_asks_in_that_thread_and_its_person_may_approve(stack: Stack) -> None:
     """A run whose origin is a conversation (what the builder's run from chat records): the
     request goes in the origin thread, and its default approver is the person who asked — Bob,

@@ -369,6 +369,20 @@ def test_on_timeout_escalate_asks_the_escalation_approver_by_dm_who_can_approve(
         wait_until(lambda c=copy: f"Approved by <@{BOB}>" in status_line(current(stack, c)), what="every copy approved by Bob")
 
 
+def test_an_escalated_approver_is_reminded_too(stack: Stack) -> None:
+    stack.up()
+    ask(stack, f"approvers: [ana], timeout: 3s, remind_at: 50%, on_timeout: escalate, escalate_to: {BOB}")
+    [first] = wait_until(lambda: requests_posted(stack), what="the approval request to Ana")
+    [to_bob] = wait_until(lambda: [p for p in requests_posted(stack) if p["channel"] != NOVA_DM], timeout=15, what="Bob's DM copy")
+
+    def reminders(copy: Json) -> list[Json]:
+        return [p for p in stack.slack.posts_by(NOVA["token"]) if p.get("thread_ts") == copy["ts"] and "reminder" in p.get("text", "")]
+
+    wait_until(lambda: reminders(to_bob), timeout=15, what="a reminder under Bob's copy")
+    assert f"<@{BOB}>" in reminders(to_bob)[0]["text"]
+    assert len(reminders(first)) == 1  # Ana was reminded once, before the escalation, not again
+
+
 # ---------------------------------------------------------------------------- Try again
 
 

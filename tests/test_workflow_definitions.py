@@ -16,10 +16,12 @@ import pytest
 from jobs.workflows.definition import (
     AgentStep,
     ApprovalStep,
+    ConditionStep,
     DefinitionError,
     ForeachStep,
     PostStep,
     ScheduleTrigger,
+    ToolStep,
     WaitStep,
     WorkflowDefinition,
     as_document,
@@ -39,7 +41,40 @@ from jobs.workflows.templates import (
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "workflows"
-PAYMENTS = (EXAMPLES / "payment-reminders.yml").read_text(encoding="utf-8")
+SHIPPED_PAYMENTS = (EXAMPLES / "payment-reminders.yml").read_text(encoding="utf-8")
+# The interfaces document's example workflow: every key of the format in a dozen lines, the
+# base that the mistakes below are edited into.
+PAYMENTS = """\
+name: payment-reminders                     # unique per workspace
+member: nova                                # the virtual member that owns and runs it
+description: Remind clients about overdue invoices
+trigger:                                    # exactly one of schedule | manual | webhook | event
+  schedule: "0 9 * * MON-FRI"
+  timezone: Europe/Amsterdam                # IANA name; default UTC
+autonomy: approve                           # notify | approve | auto
+inputs:
+  - {name: days_overdue, type: integer, default: 7}
+steps:
+  - id: find
+    tool: get_overdue_invoices
+    args: {min_days: "{{ inputs.days_overdue }}"}
+  - id: remind
+    foreach: "{{ steps.find.output }}"      # fan-out, one child per item, as `item`
+    concurrency: 5
+    steps:
+      - id: draft
+        agent: nova                          # an LLM step by this member, with its tools
+        prompt: "Draft a {{ 'friendly' if item.days < 14 else 'formal' }} reminder for {{ item.client }}"
+        retry: {max: 2, backoff: 10s}
+        timeout: 60s
+      - id: approve
+        approval: {message: "Send this reminder to {{ item.client }}?", show: "{{ steps.draft.output }}", approvers: [U0OWNER], timeout: 7d, on_timeout: skip}
+      - id: send
+        when: "{{ steps.approve.approved }}"
+        post: {channel: "{{ item.slack_channel }}", text: "{{ steps.approve.content }}"}
+  - id: pause
+    wait: 3d
+"""
 
 
 def rejected(text: str) -> str:
@@ -60,7 +95,7 @@ def edited(old: str, new: str) -> str:
 # --- the shipped examples --------------------------------------------------------------------
 
 
-def test_payment_reminders_example_loads_as_documented() -> None:
+def test_the_documented_example_loads_as_documented() -> None:
     workflow = load_definition(PAYMENTS, source="payment-reminders.yml")
 
     assert workflow.name == "payment-reminders"
@@ -83,6 +118,42 @@ def test_payment_reminders_example_loads_as_documented() -> None:
     assert approve.approval.remind_after == timedelta(days=7) * 0.8
     pause = steps["pause"]
     assert isinstance(pause, WaitStep) and pause.wait_delta == timedelta(days=3)
+
+
+def test_the_shipped_payment_reminders_pick_the_tone_by_reminders_sent_and_send_what_was_approved() -> None:
+    workflow = load_definition(SHIPPED_PAYMENTS, source="payment-reminders.yml")
+
+    assert isinstance(workflow.trigger, ScheduleTrigger) and workflow.autonomy == "approve"
+    assert [i.name for i in workflow.inputs] == ["days_overdue"]
+    steps = dict(iter_steps(workflow))
+    assert list(steps) == ["find", "remind", "remind/has_email_address", "remind/has_email_address/then/draft",
+                           "remind/has_email_address/then/approve", "remind/has_email_address/then/send"]
+    find, check = steps["find"], steps["remind/has_email_address"]
+    assert isinstance(find, ToolStep) and find.tool == "get_overdue_invoices"
+    assert render(find.args, {"inputs": {"days_overdue": 10}}, step="find", key="find") == {"min_days": 10}
+    assert isinstance(check, ConditionStep) and check.condition.else_ == []
+    assert not is_truthy(render(check.condition.if_, {"item": {"email": None}}, step="check", key="check"))
+    draft = steps["remind/has_email_address/then/draft"]
+    approve = steps["remind/has_email_address/then/approve"]
+    send = steps["remind/has_email_address/then/send"]
+    assert isinstance(draft, AgentStep) and draft.agent == "nova" and draft.tools == []
+    assert isinstance(approve, ApprovalStep) and approve.approval.approvers is None  # whoever asked
+    assert approve.approval.on_timeout == "skip"
+    assert isinstance(send, ToolStep) and send.tool == "send_payment_reminder"
+
+    invoice = {"number": "INV-2026-0141", "client": "Bakkerij de Vries", "email": "finance@bakkerijdevries.test",
+               "amount": 1250, "currency": "EUR", "due_date": "2026-10-25", "days": 38}
+    for sent, tone in ((0, "friendly"), (1, "formal"), (2, "urgent"), (5, "urgent")):
+        ctx = {"item": {**invoice, "sent": sent}, "steps": {"approve": {"approved": True, "content": "Dear ..."}}}
+        prompt = render(draft.prompt, ctx, step="draft", key="draft")
+        assert f"Tone: {tone}." in prompt
+        assert "INV-2026-0141" in prompt and "1250.00 EUR" in prompt and "2026-10-25" in prompt and "38 days" in prompt
+        assert tone in render(approve.approval.message, ctx, step="approve", key="approve")
+        args = render(send.args, ctx, step="send", key="send")
+        assert args["number"] == "INV-2026-0141" and args["text"] == "Dear ..." and "INV-2026-0141" in args["subject"]
+        assert render(send.when, ctx, step="send", key="send") is True
+    rejected = {"item": {**invoice, "sent": 0}, "steps": {"approve": {"approved": False, "content": "Dear ..."}}}
+    assert render(send.when, rejected, step="send", key="send") is False
 
 
 def test_research_pipeline_example_chains_outputs_and_waits_for_review() -> None:

@@ -52,7 +52,7 @@ from jobs.runtime import Runtime
 from jobs.workflows.definition import ApprovalStep
 from storage import activity, approvals, effects
 from storage import workflows as store
-from storage.models import Approval, utcnow
+from storage.models import Approval, Workflow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,6 @@ def _origin(run: Any) -> dict[str, Any]:
 
 
 async def _creator(session: Any, workflow_id: int) -> str | None:
-    from storage.models import Workflow
-
     workflow = await session.get(Workflow, workflow_id)
     return workflow.created_by if workflow is not None else None
 
@@ -159,10 +157,10 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
     card = await render(rt, row, channel)
     group = await _group(rt, row)
     for key, where, person in destinations:
-        if group is not None and where is not None and where.thread is None:
-            parent = await _group_parent(rt, row, group, key, where, channel)
-            if parent is not None:  # the item goes in the thread under its group's message
-                where = MessageRef(where.conversation, None, parent.message)
+        if group is not None and (where is None or where.thread is None):
+            parent = await _group_parent(rt, row, group, key, where, person, channel)
+            if parent is not None:  # the item goes in the thread under its group's message (a DM's too)
+                where, person = MessageRef(parent.conversation, None, parent.message), None
         effect_key = f"{row.id}-{key}"[:200]
         async with rt.db.session() as session:
             record = await effects.begin(session, effect_key, "approval_request")
@@ -213,9 +211,10 @@ async def _group(rt: Runtime, row: Approval) -> _Group | None:
     return _Group(row.run_id, foreach_path, len(items))
 
 
-async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, where: MessageRef, channel: Channel) -> MessageRef | None:
-    """The group's parent message at `where`, posted once by whichever item comes first; the
-    others wait (briefly) for it to land. None when it could not be posted."""
+async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, where: MessageRef | None, person: str | None,
+                        channel: Channel) -> MessageRef | None:
+    """The group's parent message at `where` (or in `person`'s DM), posted once by whichever
+    item comes first; the others wait (briefly) for it to land. None when it could not be posted."""
     effect_key = f"group-{group.key}-{key}"[:200]
     async with rt.db.session() as session:
         record, mine = await effects.begin_with(session, effect_key, "approval_group", {})
@@ -232,7 +231,11 @@ async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, whe
         return MessageRef(str(result["conversation"]), str(result["message"])) if result.get("message") else None
     card = group_card(row.workflow or "", group.count, group.key, "")
     try:
-        ref = await channel.send_card(where, card, effect_id=effect_key)
+        if person is not None:
+            ref = await channel.send_card_to_person(person, card, effect_id=effect_key)
+        else:
+            assert where is not None
+            ref = await channel.send_card(where, card, effect_id=effect_key)
     except ChannelError as exc:
         log.warning("approval group of %s not posted: %s", row.run_id, exc.code, extra={"run_id": row.run_id})
         async with rt.db.session() as session:
@@ -637,8 +640,12 @@ async def expire(rt: Runtime, approval_id: str) -> bool:
         policy = step.approval.on_timeout
         target = step.approval.escalate_to
         if policy == "escalate" and target and target not in (row.approvers or []):
-            wake_at = utcnow() + (step.approval.timeout_delta or DEFAULT_TIMEOUT)
-            await approvals.escalate(session, approval_id, target, wake_at)
+            now = utcnow()
+            expires_at = now + (step.approval.timeout_delta or DEFAULT_TIMEOUT)
+            remind_after = step.approval.remind_after
+            remind_at = now + remind_after if remind_after is not None else None
+            wake_at = remind_at or expires_at  # the new approver is reminded too, then it expires
+            await approvals.escalate(session, approval_id, target, expires_at, remind_at)
             await store.update_step(session, row.run_id, row.step_path, wake_at=wake_at)
             await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="system",
                                   action="approval_escalated", description=f"No decision in time; asked {target}: {row.title}",

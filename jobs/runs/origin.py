@@ -64,6 +64,16 @@ class Origin:
         """`parent.passed_on(via)`, or a bare origin of that kind when the parent run has none."""
         return parent.passed_on(via) if parent is not None else cls(via=via)
 
+    @classmethod
+    def of_workflow(cls, home: dict[str, Any] | None, creator: str | None, via: Via) -> Origin:
+        """The origin of a run no person started (a schedule, a webhook): where the workflow
+        was built when it was built in a conversation (`workflows.home`), so it reports back
+        there; otherwise no conversation, and its person is the workflow's creator."""
+        if home and home.get("conversation"):
+            return cls(via=via, platform=home.get("platform"), conversation=home.get("conversation"),
+                       thread=home.get("thread"), person=home.get("person") or creator)
+        return cls(via=via, person=creator)
+
     def describe(self) -> str:
         """One short line for people: `cli ana`, `chat slack C0GENERAL1 U0ANA0001`."""
         return " ".join(part for part in (self.via, self.platform, self.conversation, self.person) if part)

@@ -84,12 +84,13 @@ class Applied:
 
 
 async def apply(session: Any, sources: list[Source], *, created_by: str | None = None,
-                fallback_creator: str | None = None) -> list[Applied]:
+                fallback_creator: str | None = None, check_only: bool = False) -> list[Applied]:
     """Check every source, then store each as a workflow or a new version (see the module
     docstring). Raises `ApplyError` before anything is written. `created_by`: who applies
     them (the activity row's actor, and a new workflow's creator: the person of its scheduled
     and webhook runs). `fallback_creator`: the creator stored when `created_by` is None (the
-    activity row still says `system`). An existing workflow keeps its creator."""
+    activity row still says `system`). An existing workflow keeps its creator. `check_only`:
+    every check, nothing written (the builder's draft; returns an empty list)."""
     loaded: list[tuple[Source, WorkflowDefinition]] = []
     seen: dict[str, str] = {}
     for source in sources:
@@ -118,6 +119,8 @@ async def apply(session: Any, sources: list[Source], *, created_by: str | None =
             raise ApplyError(f"{source.name}: steps[{loop[0][1]}].handoff: a handoff loop: {_show_loop(definition.name, loop)};"
                              " a workflow may not start itself again through handoffs")
     results: list[Applied] = []
+    if check_only:
+        return results
     for _, definition in loaded:
         row, version, changed = await store.apply(session, as_document(definition), created_by=created_by or fallback_creator)
         if changed:
