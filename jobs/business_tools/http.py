@@ -65,6 +65,8 @@ class HttpTool:
         url = str(self._render(spec.url, {**_url_encoded(values), "secrets": secrets}, "url", secrets))
         headers = {key: str(self._render(text or "", {**values, "secrets": secrets}, f"headers.{key}", secrets))
                    for key, text in spec.headers.items()}
+        if any(c in value for value in headers.values() for c in "\r\n"):
+            raise ToolError(f"{self.name}: a header would span lines (an input value holds a line break)")
         payload: bytes | None = None
         if spec.method in _WITH_BODY:
             refused = templates.SecretsView.refusing(_NO_SECRETS)
