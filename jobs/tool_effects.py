@@ -6,6 +6,7 @@ written `started` before the tool acts and `done` after; a retry finds it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +16,14 @@ from storage import effects
 
 @dataclass
 class ToolEffects:
-    """`run_id`: stable across attempts (a turn's first message, a step's run and path)."""
+    """`run_id`: stable across attempts (a turn's first message, a step's run and path).
+    `redact`: applied to every intent and result before it is stored (a tool step's args may
+    hold secret values; none may reach the table)."""
 
     rt: Runtime
     run_id: str
     counts: dict[str, int] = field(default_factory=dict)
+    redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def next_id(self, kind: str) -> str:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -27,9 +31,12 @@ class ToolEffects:
 
     async def begin(self, effect_id: str, kind: str, intent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
         async with self.rt.db.session() as session:
-            row, inserted = await effects.begin_with(session, effect_id, kind, intent)
+            row, inserted = await effects.begin_with(session, effect_id, kind, self._redacted(intent))
             return row.status, dict(row.result), not inserted
 
     async def finish(self, effect_id: str, result: dict[str, Any]) -> None:
         async with self.rt.db.session() as session:
-            await effects.finish(session, effect_id, result)
+            await effects.finish(session, effect_id, self._redacted(result))
+
+    def _redacted(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.redact is None else self.redact(record)

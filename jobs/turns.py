@@ -35,7 +35,7 @@ from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
-from jobs import capacity, intake, loop
+from jobs import capacity, intake, loop, tool_secrets
 from jobs.builder import plans
 from jobs.builder import tools as builder_tools
 from jobs.runtime import Runtime, current
@@ -223,6 +223,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
         effects=ToolEffects(rt, run_id),
         conversation_id=turn.conversation_id,
+        secrets=tool_secrets.reader(rt),
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm

@@ -55,7 +55,26 @@ async def check(loaded: LoadedConfig, say: Callable[[str], None]) -> bool:
         except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
             ok = False
             say(f"member {member.id}: slack FAILED: {_slack_failure(exc, config.slack.api_url)}")
+    _report_tools(loaded, say)
     return await _check_llm(loaded, say) and ok
+
+
+def _report_tools(loaded: LoadedConfig, say: Callable[[str], None]) -> None:
+    """Business tools (already validated on load): which are there, and which cannot be
+    called yet because a `${VAR}` they need is unset (not a failure, like a member not
+    connected to Slack)."""
+    config = loaded.config
+    names = [t.name for t in config.tools] + (["send_email"] if config.email is not None else [])
+    if not names:
+        return
+    say(f"tools: {', '.join(names)}")
+    for index, tool in enumerate(config.tools):
+        missing = sorted({var for key, var in loaded.unset.items() if key.startswith(f"tools.{index}.")})
+        if missing:
+            say(f"tool {tool.name}: not set up ({', '.join('${' + v + '}' for v in missing)} not set)")
+    missing = sorted({var for key, var in loaded.unset.items() if key.startswith("email.")})
+    if missing:
+        say(f"tool send_email: not set up ({', '.join('${' + v + '}' for v in missing)} not set)")
 
 
 def _slack_failure(exc: BaseException, api_url: str) -> str:

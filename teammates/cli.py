@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level)
     try:
         loaded = load(args.config)
+        _install_tools(loaded)
         _check_tools(loaded)
         return _dispatch(args, loaded)
     except (ConfigError, DatabaseUrlError) as exc:
@@ -227,6 +228,17 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return 0
 
 
+def _install_tools(loaded: LoadedConfig) -> None:
+    """The config's business tools (and `send_email`) join the registry in every process:
+    members list them, `workflow apply` checks against them, workers run them (a worker
+    pool's forks inherit them)."""
+    if not loaded.config.tools and loaded.config.email is None:
+        return  # nothing to install: no import cost for commands of a config without them
+    from jobs.business_tools import install
+
+    install(loaded)
+
+
 def _check_tools(loaded: LoadedConfig) -> None:
     from agents.tools.registry import known_tools
 
@@ -234,6 +246,7 @@ def _check_tools(loaded: LoadedConfig) -> None:
     for member in loaded.config.members:
         for name in member.tools:
             if name not in known:
+                hint = "; it comes with an email: section" if name == "send_email" else ""
                 raise ConfigError(
-                    f"{loaded.path}: members[{member.id}].tools: unknown tool {name!r} (known: {', '.join(sorted(known))})"
+                    f"{loaded.path}: members[{member.id}].tools: unknown tool {name!r} (known: {', '.join(sorted(known))}){hint}"
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -173,6 +173,125 @@ class ServerConfig(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+class HttpToolConfig(_Strict):
+    """An HTTP call; `url`, `headers` and `body` are Jinja templates over the tool's input
+    (`secrets.NAME` only in `url` and `headers`). The URL's scheme and host are fixed text:
+    the model's input never chooses where a request goes."""
+
+    method: str = "GET"
+    url: str | None  # None: a `${VAR}` in it is unset (an error only when the tool is called)
+    headers: dict[str, str | None] = Field(default_factory=dict)
+    body: str | None = None
+    timeout: float = Field(default=20.0, gt=0, le=300, description="seconds for the whole request")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value.upper() not in _HTTP_METHODS:
+            raise ValueError(f"one of {', '.join(_HTTP_METHODS)}")
+        return value.upper()
+
+    @field_validator("url")
+    @classmethod
+    def _fixed_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        origin = rest.split("/", 1)[0].split("?", 1)[0]
+        if not sep or scheme.lower() not in ("http", "https") or not origin or any(m in origin for m in ("{{", "{%")):
+            raise ValueError("a URL template starting with http:// or https:// and a fixed host (templates only after it)")
+        _check_template(value, secrets=True)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_templates(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for text in value.values():
+            if text is not None:
+                _check_template(text, secrets=True)
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _body_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_template(value, secrets=False)
+        return value
+
+
+class ToolConfig(_Strict):
+    """A business tool: exactly one of `http` or `python`."""
+
+    name: str
+    description: str
+    http: HttpToolConfig | None = None
+    python: str | None = None  # "module:function", or an entry point name in group `teammates.tools`
+    input: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    returns: str | None = None  # JMESPath: what of the answer reaches the model
+    effect: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _tool_name(cls, value: str) -> str:
+        if not _TOOL_NAME.match(value):
+            raise ValueError("a tool name of letters, digits, '_' or '-' (at most 64)")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _json_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        if value.get("type") != "object":
+            raise ValueError("a JSON Schema with type: object")
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            raise ValueError(f"a valid JSON Schema ({where + ': ' if where else ''}{exc.message})") from None
+        return value
+
+    @field_validator("returns")
+    @classmethod
+    def _jmespath(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            jmespath.compile(value)
+        except JMESPathError as exc:
+            raise ValueError(f"a JMESPath expression ({str(exc).splitlines()[0]})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolConfig:
+        if (self.http is None) == (self.python is None):
+            raise ValueError("exactly one of http: or python:")
+        return self
+
+
+class SmtpConfig(_Strict):
+    host: str | None
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True  # port 465 means TLS from the start instead
+    username: str | None = None
+    password: str | None = None
+    timeout: float = Field(default=30.0, gt=0, le=300)
+
+
+class EmailConfig(_Strict):
+    """The built-in `send_email` effect tool, offered once this is configured."""
+
+    smtp: SmtpConfig
+    from_: str | None = Field(alias="from")
+
+
 class Config(_Strict):
     database_url: str = "sqlite:///teammates.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -186,6 +305,8 @@ class Config(_Strict):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    tools: list[ToolConfig] = Field(default_factory=list)
+    email: EmailConfig | None = None
 
     def member(self, member_id: str) -> MemberConfig:
         for member in self.members:
@@ -266,6 +387,10 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ConfigError(f"{where}: members: id {dupes[0]!r} is used twice; ids must be unique")
+    names = [t.name for t in config.tools]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{where}: tools: name {twice[0]!r} is used twice; names must be unique")
     return LoadedConfig(config=config, path=path, unset=unset)
 
 
@@ -307,7 +432,7 @@ def _describe(exc: ValidationError, unset: Mapping[str, str]) -> str:
     if dotted in unset:
         return f"{dotted}: ${{{unset[dotted]}}} is not set in the environment"
     found = err.get("input")
-    secret = any(word in dotted for word in ("token", "secret", "password", "key"))
+    secret = any(word in dotted for word in ("token", "secret", "password", "key", "url", "headers"))
     shown = "" if secret or not isinstance(found, str | int | float | bool) else f" (found {found!r})"
     if kind.endswith("_type") or kind.startswith("literal"):
         return f"{dotted}: expected {message.lower()}{shown}"
@@ -315,15 +440,27 @@ def _describe(exc: ValidationError, unset: Mapping[str, str]) -> str:
 
 
 def _name_members(message: str, data: Mapping[str, Any]) -> str:
-    """Say `members[nova]` rather than `members.0` so the reader finds the entry."""
-    members = data.get("members")
+    """Say `members[nova]` (and `tools[get_invoice]`) rather than `members.0` so the reader
+    finds the entry."""
 
     def name(match: re.Match[str]) -> str:
-        index = int(match.group(1))
-        if isinstance(members, list) and index < len(members) and isinstance(members[index], dict):
-            member_id = members[index].get("id")
-            if isinstance(member_id, str):
-                return f"members[{member_id}]"
-        return f"members[{index}]"
+        section, index = match.group(1), int(match.group(2))
+        entries = data.get(section)
+        if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
+            key = entries[index].get("id" if section == "members" else "name")
+            if isinstance(key, str):
+                return f"{section}[{key}]"
+        return f"{section}[{index}]"
 
-    return re.sub(r"members\.(\d+)", name, message)
+    return re.sub(r"\b(members|tools)\.(\d+)", name, message)
+
+
+def _check_template(text: str, *, secrets: bool) -> None:
+    """A tool's url/headers/body must be a valid template; `secrets` only where allowed."""
+    from jobs.workflows import templates
+
+    problem = templates.check_syntax(text)
+    if problem is not None:
+        raise ValueError(f"a valid template ({problem})")
+    if not secrets and templates.reads_secrets(text):
+        raise ValueError("a template without secrets ({{ secrets.NAME }} may only be used in an HTTP tool's url and headers)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,3 +47,6 @@ class ToolContext:
     call_id: str = ""  # the model's tool_use id: makes each call's effects distinct
     effects: EffectLog | None = None  # None: effects are not recorded (no retry to guard)
     conversation_id: int | None = None  # the stored conversation (opaque here): where plans note what happened
+    # The workspace's stored secrets, for tools whose configuration reads them (an HTTP tool's
+    # url and headers); a value is decrypted only when read. None: no secrets here.
+    secrets: Callable[[], Awaitable[Mapping[str, str]]] | None = None

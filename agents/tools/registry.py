@@ -44,6 +44,7 @@ class Tool(Generic[In]):
 
 
 _REGISTRY: dict[str, Tool[Any]] = {}
+_CONFIGURED: set[str] = set()  # names installed from the configuration (replaced as a set)
 
 
 def register(name: str, description: str, input_model: type[In], *, effect: bool = False) -> Callable[[Callable[[ToolContext, In], Awaitable[Any]]], Tool[In]]:
@@ -57,6 +58,25 @@ def register(name: str, description: str, input_model: type[In], *, effect: bool
         return tool
 
     return wrap
+
+
+def install_configured(tools: list[Tool[Any]]) -> None:
+    """Make `tools` the process's tools from configuration, replacing those installed before
+    (a config loaded again drops the tools it no longer lists). Raises ValueError, changing
+    nothing, when a name is a tool registered in code (a built-in) or given twice."""
+    _load_builtin()
+    fresh = {tool.name: tool for tool in tools}
+    given = [tool.name for tool in tools]
+    for name in given:
+        if name in _REGISTRY and name not in _CONFIGURED:
+            raise ValueError(f"{name!r} is the name of a built-in tool; choose another name")
+        if given.count(name) > 1:
+            raise ValueError(f"{name!r} is given twice")
+    for name in _CONFIGURED:
+        _REGISTRY.pop(name, None)
+    _REGISTRY.update(fresh)
+    _CONFIGURED.clear()
+    _CONFIGURED.update(fresh)
 
 
 def known_tools() -> list[str]:

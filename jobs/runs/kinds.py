@@ -18,7 +18,7 @@ from agents.messages import MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import ToolError, resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
-from jobs import pacing
+from jobs import pacing, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.origin import Origin
@@ -70,7 +70,7 @@ async def execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
     if isinstance(step, AgentStep):
         return await _agent(rt, definition, run_id, path, step.agent, render(step.prompt, "prompt"), step.tools)
     if isinstance(step, ToolStep):
-        return await _tool(rt, definition, run_id, path, step.tool, render(step.args, "args"))
+        return await _tool(rt, definition, run_id, path, step.tool, render(step.args, "args"), ctx.get("secrets"))
     if isinstance(step, ApprovalStep):
         return await _approval(rt, definition, run_id, path, step, render)
     if isinstance(step, WaitStep):
@@ -148,7 +148,8 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
     names = [n for n in member.tools if tool_names is None or n in tool_names]
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
     ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), member_id), conversation=None,
-                      user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run))
+                      user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run),
+                      secrets=tool_secrets.reader(rt))
     llm = rt.loaded.config.llm
 
     async def record_usage(u: Usage) -> None:
@@ -171,7 +172,8 @@ async def _no_history(_limit: int) -> list[HistoryLine]:
     return []
 
 
-async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, name: str, args: Any) -> Any:
+async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, name: str, args: Any,
+                secrets: templates.SecretsView | None = None) -> Any:
     try:
         [tool] = resolve([name])
     except KeyError:
@@ -179,10 +181,14 @@ async def _tool(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
     member = await _member(rt, definition.member)
     if member is None:
         raise StepFailure(f"step {path!r}: no member {definition.member!r}")
-    # No effect log here: a tool step's args may hold secret values, and an effect record
-    # keeps its intent (a post's text) in the database.
+    # The step's effect log keeps each effect's intent and answer with the values of the
+    # secrets its args read redacted (args may hold them): a retried step finds a `done`
+    # effect (an email, an HTTP effect) and does not repeat it.
+    step_effects = ToolEffects(rt, effect_id(run_id, path),
+                               redact=lambda record: templates.redact_value(record, secrets.used_values() if secrets is not None else []))
     ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), definition.member), conversation=None,
-                      user_id=definition.member, run_id=effect_id(run_id, path), history=_no_history)
+                      user_id=definition.member, run_id=effect_id(run_id, path), history=_no_history, effects=step_effects,
+                      secrets=tool_secrets.reader(rt))
     try:
         return await tool.call(ctx, args)
     except ToolError as exc:
