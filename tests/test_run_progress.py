@@ -253,7 +253,7 @@ REMINDERS = {
         {"id": "find", "tool": "current_time"},
         {"id": "remind", "foreach": "{{ steps.find.output }}", "steps": [
             {"id": "check", "approval": {"message": "Send it?", "approvers": ["ana"]}},
-            {"id": "send", "tool": "test_send_reminder", "on_error": "skip"},
+            {"id": "send", "tool": "send_test_reminder", "on_error": "skip"},
         ]},
         {"id": "report", "post": {"channel": GENERAL, "text": "done"}},
     ],
@@ -268,7 +268,7 @@ async def _send_reminder(_ctx: Any, _args: _ReminderInput) -> str:
     return "sent"
 
 
-register("test_send_reminder", "An effect tool for these tests.", _ReminderInput, effect=True)(_send_reminder)
+register("send_test_reminder", "An effect tool for these tests.", _ReminderInput, effect=True)(_send_reminder)
 
 
 def row(path: str, status: str, output: Any = None, error: str | None = None, approval: str | None = None) -> StepRun:
@@ -308,7 +308,7 @@ def test_the_outcome_counts_effects_rejections_and_skips_in_plain_words() -> Non
     outcome = summarize(definition, WorkflowRun(id="r1", status="completed"), rows, agent_effects, origin,
                         lambda who: f"<@{people.user_id(who)}>", people)
     assert outcome.worth_telling
-    assert outcome.sentence() == ("payment-reminders finished: 1 message posted, 2 emails sent, Send ×3, "
+    assert outcome.sentence() == ("payment-reminders finished: 1 message posted, 2 emails sent, 3 test reminders sent, "
                                   f"1 rejected by <@{ANA}> (too formal), 1 skipped (Send: no email address).")
     quiet = summarize(definition, WorkflowRun(id="r2", status="completed"), rows_of(row("find", "done", [])), [], origin,
                       lambda who: who, people)

@@ -241,8 +241,9 @@ async def start(rt: Runtime, plan: Plan, by: str) -> tuple[str, str]:
             assert workflow is not None
             await store.set_home(session, workflow.id, home)
             version = results[0].version
-            await activity.record(session, member_id=plan.member_id, actor_type="person", actor_id=by, action="plan.started",
-                                  description=f"{by} started {plan.workflow} (version {version}) from a plan",
+            who = People.from_config(rt.loaded.config).person_of(by, plan.platform) or by
+            await activity.record(session, member_id=plan.member_id, actor_type="person", actor_id=who, action="plan.started",
+                                  description=f"{who} started {plan.workflow} (version {version}) from a plan",
                                   entity_type="workflow", entity_id=plan.workflow, details={"plan": plan.id})
     except core.ApplyError as exc:  # the world changed since the draft (a name taken, a tool gone)
         async with rt.db.session() as session:

@@ -29,7 +29,13 @@ from jobs.people import People
 from jobs.runs.definitions import find_step
 from jobs.runs.origin import Origin
 from jobs.runtime import Runtime
-from jobs.workflows.definition import ApprovalStep, PostStep, ToolStep, WorkflowDefinition
+from jobs.workflows.definition import (
+    ApprovalStep,
+    ConditionStep,
+    PostStep,
+    ToolStep,
+    WorkflowDefinition,
+)
 from storage import activity, effects
 from storage.models import StepRun, WorkflowRun
 
@@ -117,7 +123,11 @@ def summarize(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[str, 
         if row.status == "done" and isinstance(step, PostStep) and output.get("channel") != here:
             posts += 1
         elif row.status == "done" and isinstance(step, ToolStep) and _is_effect(step.tool):
-            tool_counts[words(step.id)] += 1
+            tool_counts[step.tool] += 1
+        elif row.status == "done" and isinstance(step, ConditionStep) and _empty_branch(step, output.get("branch")):
+            # A condition that chose a branch with no steps did nothing for this run (or item):
+            # "1 skipped (has email address: no)".
+            skipped.append(f"{words(step.id).lower()}: {'yes' if output.get('branch') == 'then' else 'no'}")
         elif row.status == "done" and isinstance(step, ApprovalStep):
             if output.get("decision") == "rejected":
                 by = mention(str(output["by"])) if output.get("by") else "someone"
@@ -139,7 +149,7 @@ def summarize(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[str, 
     if posts:
         outcome.done.append(f"{posts} {_kind_words('post', posts)}")
     outcome.done += [f"{n} {_kind_words(kind, n)}" for kind, n in kinds.items()]
-    outcome.done += [f"{what} ×{n}" if n > 1 else what for what, n in tool_counts.items()]
+    outcome.done += [_tool_words(tool, n) for tool, n in tool_counts.items()]
     by_person: dict[tuple[str, str], int] = Counter(rejected)
     outcome.rejected += [f"{n} rejected by {by}" + (f" ({reason})" if reason else "") for (by, reason), n in by_person.items()]
     if expired:
@@ -226,6 +236,20 @@ async def tell(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, ro
     async with rt.db.session() as session:
         await effects.finish(session, key, {"told": True, "conversation": landed.conversation, "message": landed.message})
     return "outcome told"
+
+
+def _empty_branch(step: ConditionStep, branch: Any) -> bool:
+    return branch in ("then", "else") and not (step.condition.then if branch == "then" else step.condition.else_)
+
+
+def _tool_words(tool: str, n: int) -> str:
+    """What `n` calls of an effect tool did, in words: `send_payment_reminder` -> "2 payment
+    reminders sent"; another name -> "notify partner ×2"."""
+    verb, _, thing = tool.partition("_")
+    if verb == "send" and thing:
+        noun = thing.replace("_", " ")
+        return f"{n} {noun if n == 1 or noun.endswith('s') else noun + 's'} sent"
+    return f"{words(tool)} ×{n}" if n > 1 else words(tool)
 
 
 def words(step_id: str) -> str:
