@@ -6,7 +6,7 @@ Invariants a reader must not break:
   delivery finds its row and does nothing.
 - Its job (`handle`, a worker) does what it asks once (the row's status guards it) and checks
   who may do it there, never in an adapter: approvals against their approvers and the admins;
-  Try again against the message's author and the admins. Anyone else gets a private notice
+  Try again, and a confirmation card's Post it / Don't, against the person who asked and the admins. Anyone else gets a private notice
   and nothing changes.
 - A click that opens a form is answered in the web process, while the platform's short-lived
   trigger is valid (`form_for`): it only reads. The form's submission comes back as an action.
@@ -33,7 +33,7 @@ from agents.messages import (
     Form,
     InboundAction,
 )
-from jobs import intake, loop, queues
+from jobs import confirm, intake, loop, queues
 from jobs.people import People
 from jobs.runs import approvals as approval_rules
 from jobs.runtime import Runtime, current
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 ACTION_JOB = "jobs.actions.handle_job"
 FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
 STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
-RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION})
+RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION,
+                              *confirm.ACTIONS})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -86,6 +87,8 @@ async def handle(rt: Runtime, action_id: int) -> str:
         outcome = await approval_rules.act(rt, action)
     elif action.action == APPROVE_ALL_ACTION:
         outcome = await approval_rules.approve_all(rt, action)
+    elif action.action in confirm.ACTIONS:
+        outcome = await confirm.act(rt, action)
     else:
         outcome = f"unknown action {action.action}"
     log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)

@@ -35,7 +35,7 @@ from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
-from jobs import capacity, intake, loop
+from jobs import capacity, confirm, intake, loop
 from jobs.runtime import Runtime, current
 from jobs.tool_effects import ToolEffects
 from storage import activity, conversations, effects, inbound, members, usage
@@ -217,6 +217,8 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         run_id=run_id,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
         effects=ToolEffects(rt, run_id),
+        # An effect (a post outside this conversation, an effect tool) asks the person first.
+        gate=confirm.turn_gate(rt, member, turn.reply_to, last.user_id, lead.platform),
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm

@@ -39,3 +39,10 @@ async def get(session: AsyncSession, effect_id: str) -> Effect | None:
 async def remember_intent(session: AsyncSession, effect_id: str, intent: dict[str, Any]) -> None:
     """Store what the effect will do (e.g. the reply's text) before doing it."""
     await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == "started").values(result=intent))
+
+
+async def claim(session: AsyncSession, effect_id: str, from_status: str, to_status: str) -> bool:
+    """Move the row from `from_status` to `to_status`; True only for the one caller that did
+    (a guarded UPDATE: two concurrent claims never both win)."""
+    result = await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == from_status).values(status=to_status))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
