@@ -17,7 +17,8 @@ recorded before the ack like every click, and `act` handles it in a worker. Inva
 - exactly one decision: the row moves from `started` to `confirmed` or `declined` in one guarded
   UPDATE; a second click (or a replay) changes nothing and is told so privately;
 - the confirmed call runs once: it runs with the confirm id as its turn id, so its own effect
-  log (`<confirm id>-post-1`) keeps a retried job from posting twice;
+  log (`<confirm id>-post-1`) keeps a retried job from posting twice; a click whose worker died
+  after the claim is carried on when the sweeper hands it over again (the row names the click);
 - the card is updated with the outcome ("✅ Posted by @ana's OK", "Not posted").
 """
 
@@ -36,7 +37,7 @@ from jobs import autonomy
 from jobs.people import People
 from jobs.runtime import Runtime
 from jobs.tool_effects import ToolEffects
-from storage import activity, effects, members
+from storage import activity, conversations, effects, members
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,12 @@ KIND = "confirm"  # the effect rows of pending calls
 SHOWN_LIMIT = 1500  # characters of a pending call shown on its card
 
 
-def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requester: str, platform: str) -> Any:
+def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requester: str, platform: str,
+              conversation_id: int | None = None) -> Any:
     """The gate of a turn's tool calls (see the module docstring). `conversation`: where the
-    member answers (the card goes there); `requester`: who asked (who may confirm)."""
+    member answers (the card goes there); `requester`: who asked (who may confirm);
+    `conversation_id`: the stored conversation, which is told the outcome (the member's later
+    turns then know whether it happened)."""
     inside = autonomy.team_conversations(rt.loaded.config) | {conversation.conversation}
     level = autonomy.effective(None, member.autonomy)
 
@@ -62,19 +66,19 @@ def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requ
             log.info("turn effect refused (autonomy notify): %s", what, extra=extra)
             return Held(f"Not allowed: {what} would leave the team, and my autonomy is notify (I only report). "
                         "Tell the person what you would do; an admin can change my autonomy.")
-        return await _ask(rt, member, ctx, tool, raw, what, conversation, requester, platform)
+        return await _ask(rt, member, ctx, tool, raw, what, conversation, requester, platform, conversation_id)
 
     return gate
 
 
 async def _ask(rt: Runtime, member: MemberProfile, ctx: ToolContext, tool: Tool[Any], raw: Any, what: str,
-               conversation: MessageRef, requester: str, platform: str) -> Held:
+               conversation: MessageRef, requester: str, platform: str, conversation_id: int | None) -> Held:
     """Store the pending call and post its card, each at most once for this call of this turn
     (a retried turn finds both)."""
     confirm_id = ctx.effects.next_id(KIND) if ctx.effects is not None else f"{ctx.run_id}-{ctx.call_id}-{KIND}"
     pending = {"tool": tool.name, "input": raw if isinstance(raw, dict) else {}, "what": what, "member": member.id,
                "requester": requester, "platform": platform, "conversation": conversation.conversation,
-               "thread": conversation.thread}
+               "thread": conversation.thread, "conversation_id": conversation_id}
     async with rt.db.session() as session:
         row, _ = await effects.begin_with(session, confirm_id, KIND, pending)
         status, stored = row.status, dict(row.result)
@@ -126,8 +130,12 @@ async def act(rt: Runtime, action: InboundAction) -> str:
         return await _tell(rt, action, "refused",
                            f"Only {channel.mention(requester)} (who asked) or an admin can answer this request.")
     async with rt.db.session() as session:
-        claimed = await effects.claim(session, action.object_id, "started", "confirmed" if confirm else "declined")
-    if not claimed:
+        claimed = await effects.claim(session, action.object_id, "started", "confirmed" if confirm else "declined",
+                                      {**pending, "claimed_by": action.key})
+    # The same click handled again (its worker died after the claim, the sweeper re-enqueued
+    # it) carries on: the call's own effect ids keep it from acting twice.
+    again = row.status == ("confirmed" if confirm else "declined") and pending.get("claimed_by") == action.key
+    if not claimed and not again:
         return await _tell(rt, action, "unchanged", "This request has been answered already.")
     member = await _profile(rt, action.member_id)
     if member is None:
@@ -168,8 +176,12 @@ async def _run(rt: Runtime, member: MemberProfile, channel: Channel, pending: di
 
 async def _finish(rt: Runtime, action: InboundAction, channel: Channel, member: MemberProfile, pending: dict[str, Any],
                   decision: str, status: str, output: Any) -> None:
-    """Record the outcome (the row `done`, a line in the activity feed) and show it on the card."""
+    """Record the outcome (the row `done`, a line in the activity feed, a line in the stored
+    conversation) and show it on the card."""
+    conversation_id = pending.get("conversation_id")
     async with rt.db.session() as session:
+        if isinstance(conversation_id, int):
+            await conversations.add_message(session, conversation_id, "assistant", member.id, f"({status}: {pending.get('what')})")
         await effects.finish(session, action.object_id, {**pending, "decision": decision, "by": action.user_id,
                                                          "output": output if isinstance(output, dict) else None})
         await activity.record(session, member_id=member.id, actor_type="person", actor_id=action.user_id,

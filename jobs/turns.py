@@ -218,7 +218,7 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         history=lambda limit: _history_lines(rt, turn.conversation_id, limit),
         effects=ToolEffects(rt, run_id),
         # An effect (a post outside this conversation, an effect tool) asks the person first.
-        gate=confirm.turn_gate(rt, member, turn.reply_to, last.user_id, lead.platform),
+        gate=confirm.turn_gate(rt, member, turn.reply_to, last.user_id, lead.platform, turn.conversation_id),
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm

@@ -41,8 +41,10 @@ async def remember_intent(session: AsyncSession, effect_id: str, intent: dict[st
     await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == "started").values(result=intent))
 
 
-async def claim(session: AsyncSession, effect_id: str, from_status: str, to_status: str) -> bool:
-    """Move the row from `from_status` to `to_status`; True only for the one caller that did
-    (a guarded UPDATE: two concurrent claims never both win)."""
-    result = await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == from_status).values(status=to_status))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+async def claim(session: AsyncSession, effect_id: str, from_status: str, to_status: str, result: dict[str, Any] | None = None) -> bool:
+    """Move the row from `from_status` to `to_status` (and its result to `result`, if given);
+    True only for the one caller that did (a guarded UPDATE: two concurrent claims never both
+    win)."""
+    values: dict[str, Any] = {"status": to_status} if result is None else {"status": to_status, "result": result}
+    done = await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == from_status).values(**values))
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]

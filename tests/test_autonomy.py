@@ -163,6 +163,11 @@ def test_post_message_elsewhere_from_a_dm_asks_first_and_posts_once_after_the_pe
     time.sleep(1)
     assert [m["text"] for m in stack.slack.messages(CLIENTS)] == ["Invoices are due Friday."]
     assert len(activity_rows(stack, "effect_confirmed")) == 1
+    # The conversation keeps the outcome: Nova's next turn knows the post went out.
+    stack.llm.script(Reply(text="Yes, it went out."))
+    stack.driver().dm(ANA, "Did it go out?", channel=NOVA_DM)
+    wait_until(lambda: len(stack.llm.requests) >= 3, what="the next turn")
+    assert "Posted by" in json.dumps(stack.llm.requests[2]["body"]["messages"])
 
 
 def test_a_notify_member_refuses_effects_in_conversations(stack: Stack) -> None:

@@ -44,6 +44,7 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Suspend:
     """The step waits (no worker held) until `wake_at`, or a decision for an approval."""
