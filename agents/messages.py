@@ -169,3 +169,5 @@ VIEW_ACTION = "approval.view"  # opens the whole draft, read-only
 APPROVE_ALL_ACTION = "approval.approve_all"
 REJECTED_FORM = "approval.rejected"  # the reason form's submission
 EDITED_FORM = "approval.edited"  # the edit form's submission
+EFFECT_CONFIRM_ACTION = "effect.confirm"  # "Post it" on a member's ask-first card (jobs/confirm.py)
+EFFECT_DECLINE_ACTION = "effect.decline"  # "Don't" on that card

@@ -30,7 +30,14 @@ from typing import Any
 
 from agents.channels import Channel, ChannelError
 from agents.members import MemberProfile
-from agents.messages import Button, Card, InboundAction, MessageRef
+from agents.messages import (
+    EFFECT_CONFIRM_ACTION,
+    EFFECT_DECLINE_ACTION,
+    Button,
+    Card,
+    InboundAction,
+    MessageRef,
+)
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, resolve
 from jobs import autonomy
@@ -41,8 +48,6 @@ from storage import activity, conversations, effects, members
 
 log = logging.getLogger(__name__)
 
-EFFECT_CONFIRM_ACTION = "effect.confirm"
-EFFECT_DECLINE_ACTION = "effect.decline"
 ACTIONS = frozenset({EFFECT_CONFIRM_ACTION, EFFECT_DECLINE_ACTION})
 KIND = "confirm"  # the effect rows of pending calls
 SHOWN_LIMIT = 1500  # characters of a pending call shown on its card
