@@ -106,6 +106,11 @@ def test_the_engine_stops_a_post_outside_the_team_whose_approval_was_skipped(sta
     assert decide(stack, pending_approval(stack, approved), "approved")
     assert wait_status(stack, approved, "completed", "failed")["status"] == "completed"
     assert [m["text"] for m in stack.slack.messages(CLIENTS)] == ["Offices closed on Friday"]
+    # Under `auto` (set by an admin) the member acts on its own: no approval needed.
+    assert apply_as(stack, "blast.yml", f"name: blast\nmember: nova\nautonomy: auto\ntrigger: {{manual: {{}}}}\nsteps:\n"
+                    f"  - {{id: send, post: {{channel: {CLIENTS}, text: On our own}}}}\n") == (0, "")
+    assert wait_status(stack, start(stack, "blast"), "completed", "failed")["status"] == "completed"
+    assert [m["text"] for m in stack.slack.messages(CLIENTS)] == ["Offices closed on Friday", "On our own"]
 
 
 def test_an_agent_step_without_an_approval_cannot_post_outside_the_team(stack: Stack) -> None:
@@ -168,6 +173,15 @@ def test_post_message_elsewhere_from_a_dm_asks_first_and_posts_once_after_the_pe
     stack.driver().dm(ANA, "Did it go out?", channel=NOVA_DM)
     wait_until(lambda: len(stack.llm.requests) >= 3, what="the next turn")
     assert "Posted by" in json.dumps(stack.llm.requests[2]["body"]["messages"])
+    # "Don't": nothing is posted, and the card says so.
+    stack.llm.script(Reply(tool_uses=[{"name": "post_message", "input": {"channel": CLIENTS, "text": "Second notice"}}]),
+                     Reply(text="Waiting for your OK."))
+    stack.driver().dm(ANA, "And send a second notice", channel=NOVA_DM)
+    second = wait_until(lambda: [c for c in nova_cards(stack) if "Second notice" in json.dumps(c["blocks"])], what="the second card")[0]
+    click(stack, second, "effect.decline", ANA)
+    wait_until(lambda: [c for c in nova_cards(stack) if "said no" in status_line(c)], what="the declined card")
+    time.sleep(1)
+    assert [m["text"] for m in stack.slack.messages(CLIENTS)] == ["Invoices are due Friday."]
 
 
 def test_a_notify_member_refuses_effects_in_conversations(stack: Stack) -> None:
