@@ -127,6 +127,17 @@ def test_an_agent_step_without_an_approval_cannot_post_outside_the_team(stack: S
     [stopped] = activity_rows(stack, "effect_stopped")
     assert "chase: write: stopped post to C0CLIENTS1" in stopped["description"]
     assert stack.slack.messages(CLIENTS) == []
+    # After an approval that was approved, the same call goes through.
+    stack.llm.script(Reply(tool_uses=[{"name": "post_message", "input": {"channel": CLIENTS, "text": "Approved chase"}}]),
+                     Reply(text="Sent."))
+    assert apply_as(stack, "chase.yml", "name: chase\nmember: nova\ntrigger: {manual: {}}\nsteps:\n"
+                    "  - {id: ok, approval: {message: Chase them}}\n"
+                    "  - {id: write, agent: nova, prompt: Chase the client}\n") == (0, "")
+    approved = start(stack, "chase")
+    assert decide(stack, pending_approval(stack, approved), "approved")
+    assert wait_status(stack, approved, "completed", "failed")["status"] == "completed"
+    assert [m["text"] for m in stack.slack.messages(CLIENTS)] == ["Approved chase"]
+    assert len(activity_rows(stack, "effect_stopped")) == 1
 
 
 def nova_cards(stack: Stack) -> list[Json]:
