@@ -186,3 +186,5 @@ EDITED_FORM = "approval.edited"  # the edit form's submission
 PLAN_START_ACTION = "plan.start"  # a plan's Start: the workflow is created and scheduled
 PLAN_CHANGE_ACTION = "plan.change"  # back to the conversation with the draft
 PLAN_CANCEL_ACTION = "plan.cancel"  # the draft is discarded
+EFFECT_CONFIRM_ACTION = "effect.confirm"  # "Post it" on a member's ask-first card (jobs/confirm.py)
+EFFECT_DECLINE_ACTION = "effect.decline"  # "Don't" on that card

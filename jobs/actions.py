@@ -6,8 +6,8 @@ Invariants a reader must not break:
   delivery finds its row and does nothing.
 - Its job (`handle`, a worker) does what it asks once (the row's status guards it) and checks
   who may do it there, never in an adapter: approvals against their approvers and the admins;
-  Try again and a plan's Start / Change / Cancel against the person who asked and the admins
-  (`jobs.builder.plans`). Anyone else gets a private notice
+  Try again, a plan's Start / Change / Cancel (`jobs.builder.plans`) and a confirmation card's
+  Post it / Don't (`jobs.confirm`) against the person who asked and the admins. Anyone else gets a private notice
   and nothing changes.
 - A click that opens a form is answered in the web process, while the platform's short-lived
   trigger is valid (`form_for`): it only reads. The form's submission comes back as an action.
@@ -37,7 +37,7 @@ from agents.messages import (
     Form,
     InboundAction,
 )
-from jobs import intake, loop, queues
+from jobs import confirm, intake, loop, queues
 from jobs.people import People
 from jobs.runs import approvals as approval_rules
 from jobs.runtime import Runtime, current
@@ -51,7 +51,8 @@ ACTION_JOB = "jobs.actions.handle_job"
 FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
 STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
 PLAN_ACTIONS = frozenset({PLAN_START_ACTION, PLAN_CHANGE_ACTION, PLAN_CANCEL_ACTION})
-RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION, *PLAN_ACTIONS})
+RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION,
+                              *PLAN_ACTIONS, *confirm.ACTIONS})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -96,6 +97,8 @@ async def handle(rt: Runtime, action_id: int) -> str:
         from jobs.builder import plans
 
         outcome = await plans.act(rt, action)
+    elif action.action in confirm.ACTIONS:
+        outcome = await confirm.act(rt, action)
     else:
         outcome = f"unknown action {action.action}"
     log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)

@@ -35,7 +35,7 @@ from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
-from jobs import capacity, intake, loop, tool_secrets
+from jobs import capacity, confirm, intake, loop, tool_secrets
 from jobs.builder import plans
 from jobs.builder import tools as builder_tools
 from jobs.runtime import Runtime, current
@@ -224,6 +224,8 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         effects=ToolEffects(rt, run_id),
         conversation_id=turn.conversation_id,
         secrets=tool_secrets.reader(rt),
+        # An effect (a post outside this conversation, an effect tool) asks the person first.
+        gate=confirm.turn_gate(rt, member, turn.reply_to, last.user_id, lead.platform, turn.conversation_id),
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm

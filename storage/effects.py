@@ -47,3 +47,10 @@ async def done_with_prefix(session: AsyncSession, prefix: str, limit: int = 1000
     rows = await session.execute(select(Effect).where(Effect.id.startswith(prefix, autoescape=True), Effect.status == "done")
                                  .order_by(Effect.id).limit(limit))
     return list(rows.scalars())
+async def claim(session: AsyncSession, effect_id: str, from_status: str, to_status: str, result: dict[str, Any] | None = None) -> bool:
+    """Move the row from `from_status` to `to_status` (and its result to `result`, if given);
+    True only for the one caller that did (a guarded UPDATE: two concurrent claims never both
+    win)."""
+    values: dict[str, Any] = {"status": to_status} if result is None else {"status": to_status, "result": result}
+    done = await session.execute(update(Effect).where(Effect.id == effect_id, Effect.status == from_status).values(**values))
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs import schedules
+from jobs.autonomy import team_conversations
+from jobs.people import People
 from jobs.queues import redis_from_url
 from jobs.runs.approvals import refresh as refresh_approval
 from jobs.runs.cancel import NotCancellable, cancel_run
@@ -58,8 +60,11 @@ def default_creator(loaded: LoadedConfig) -> str | None:
 async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str | None = None) -> None:
     """Read every file, then hand them to the one `apply` of the core: all checked, then all
     stored in one transaction (or none). `as_person` (`--as`) is stored as a new workflow's
-    creator; without it the first admin is (the activity row then says `system`)."""
+    creator; without it the first admin is (the activity row then says `system`). The CLI acts
+    with `--as`'s rights (`autonomy: auto` only for an admin), and without `--as` as an admin:
+    whoever runs it can edit the config file anyway."""
     by = person(loaded, as_person)
+    admin = by is None or People.from_config(loaded.config).is_admin(by)
     sources: list[Source] = []
     for file in files:
         try:
@@ -73,7 +78,8 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str
         try:
             async with db.session() as session:
                 results = await core.apply(session, sources, created_by=by,
-                                           fallback_creator=None if by else default_creator(loaded))
+                                           fallback_creator=None if by else default_creator(loaded), admin=admin,
+                                           team_conversations=team_conversations(loaded.config))
         except core.ApplyError as exc:
             raise ConfigError(str(exc)) from None
         if any(result.scheduled for result in results):

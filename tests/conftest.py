@@ -54,6 +54,7 @@ members:
     description: Tracks invoices and payments, sends reminders.
     persona: Professional but friendly. Always confirm before contacting clients.
     tools: [get_thread_history, lookup_user, post_message]
+    channels: {activity: C0GENERAL1}  # the team's feed: posts there stay inside the team (autonomy)
     slack:
       bot_token: ${NOVA_SLACK_BOT_TOKEN}
       signing_secret: ${NOVA_SLACK_SIGNING_SECRET}

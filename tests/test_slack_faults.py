@@ -104,14 +104,17 @@ def test_tools_post_to_a_channel_and_look_up_a_colleague(stack: Stack) -> None:
         Reply(text="Done: I posted it in #general."),
     )
     stack.driver().dm(ANA, "Tell #general invoices are due Friday", channel=NOVA_DM)
-    posts = stack.slack.wait_for_posts(2, token=NOVA["token"])
+    posts = stack.slack.wait_for_posts(3, token=NOVA["token"])
+    # #general is the team's feed (nova's activity channel): posted at once. Any other channel
+    # is outside the team: Nova asks Ana first with a card (tests/test_autonomy.py).
     assert posts[0]["channel"] == GENERAL and posts[0]["text"] == "Invoices are due Friday."
-    assert posts[1]["channel"] == NOVA_DM and posts[1]["text"] == "Done: I posted it in #general."
+    assert posts[1]["channel"] == NOVA_DM and posts[1]["text"].startswith("Nova wants to post in <#C0NOTHERE1>")
+    assert posts[2]["channel"] == NOVA_DM and posts[2]["text"] == "Done: I posted it in #general."
     requests = stack.llm.requests
     lookup = json.dumps(requests[1]["body"]["messages"][-1])
     assert "Ana de Vries" in lookup and "ana@acme.test" in lookup
-    failed = requests[3]["body"]["messages"][-1]["content"][0]
-    assert failed["is_error"] is True and "no such channel" in failed["content"]
+    asked = requests[3]["body"]["messages"][-1]["content"][0]
+    assert not asked.get("is_error") and "confirm" in asked["content"]
     assert [t["name"] for t in requests[0]["body"]["tools"]] == ["get_thread_history", "lookup_user", "post_message"]
 
 

@@ -94,7 +94,7 @@ def test_apply_checks_members_tools_and_template_variables_it_can_know(stack: St
     assert "steps[a].post.text: unknown variable 'inputs.dayz': no input 'dayz'" in line
     assert "unknown variable 'item'" in check("  - {id: a, post: {channel: C1, text: '{{ item.client }}'}}\n")
     # What a run can read passes: earlier steps, a foreach's item, a loop's own names.
-    write(stack, "ok.yml", "name: ok\nmember: nova\n" + MANUAL + """\
+    write(stack, "ok.yml", "name: ok\nmember: nova\nautonomy: auto\n" + MANUAL + """\
 steps:
   - id: find
     tool: current_time

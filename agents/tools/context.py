@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agents.channels import Channel
 from agents.members import MemberProfile
 from agents.messages import MessageRef
+
+if TYPE_CHECKING:
+    from agents.tools.registry import Tool
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,22 @@ class EffectLog(Protocol):
 
 
 @dataclass(frozen=True)
+class Held:
+    """A tool call the effect gate did not let through: `message` goes back to the model as
+    the call's result (`error`: as an error result, or as a plain answer such as "waiting for
+    the person's OK")."""
+
+    message: str
+    error: bool = True
+
+
+EffectGate = Callable[["Tool[Any]", "ToolContext", Any], Awaitable[Held | None]]
+"""Asked before every tool call of a turn (with the tool, the call's context and the model's
+raw, unvalidated input): None lets the call run; a `Held` stops it. The jobs layer provides it
+(autonomy: an effect needs an approval or a person's OK); `agents/` only obeys it."""
+
+
+@dataclass(frozen=True)
 class ToolContext:
     member: MemberProfile
     channel: Channel
@@ -50,3 +69,4 @@ class ToolContext:
     # The workspace's stored secrets, for tools whose configuration reads them (an HTTP tool's
     # url and headers); a value is decrypted only when read. None: no secrets here.
     secrets: Callable[[], Awaitable[Mapping[str, str]]] | None = None
+    gate: EffectGate | None = None  # None: every call runs (the caller already has the OK)

@@ -38,7 +38,7 @@ from agents.messages import (
 )
 from agents.tools.context import ToolContext
 from agents.tools.registry import ToolError, known_tools, resolve
-from jobs import schedules
+from jobs import autonomy, schedules
 from jobs.builder import words
 from jobs.people import People
 from jobs.runtime import Runtime
@@ -116,7 +116,9 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
         if existing is not None:
             _may_manage(people, existing.member_id, existing.created_by, member_id, ctx.user_id, platform, "change")
         try:
-            await core.apply(session, [core.Source(source, text)], created_by=person or ctx.user_id, check_only=True)
+            await core.apply(session, [core.Source(source, text)], created_by=person or ctx.user_id, check_only=True,
+                             admin=people.is_admin(ctx.user_id, platform), home_conversation=ctx.conversation.conversation,
+                             team_conversations=autonomy.team_conversations(rt.loaded.config))
         except core.ApplyError as exc:
             raise ToolError(f"{exc}. Ask the person for what is missing or wrong rather than guessing.") from None
         definition = WorkflowDefinition.model_validate(doc)
@@ -235,13 +237,17 @@ async def start(rt: Runtime, plan: Plan, by: str) -> tuple[str, str]:
         async with rt.db.session() as session:
             if not await store.settle(session, plan.id, "started", by):
                 return "already decided", ""
+            people = People.from_config(rt.loaded.config)
             results = await core.apply(session, [core.Source(plan.workflow, json.dumps(plan.definition))],
-                                       created_by=plan.person or plan.requester)
+                                       created_by=plan.person or plan.requester,
+                                       admin=people.is_admin(plan.requester, plan.platform) or people.is_admin(by, plan.platform),
+                                       home_conversation=plan.conversation,
+                                       team_conversations=autonomy.team_conversations(rt.loaded.config))
             workflow = await workflow_store.by_name(session, plan.workflow)
             assert workflow is not None
             await store.set_home(session, workflow.id, home)
             version = results[0].version
-            who = People.from_config(rt.loaded.config).person_of(by, plan.platform) or by
+            who = people.person_of(by, plan.platform) or by
             await activity.record(session, member_id=plan.member_id, actor_type="person", actor_id=who, action="plan.started",
                                   description=f"{who} started {plan.workflow} (version {version}) from a plan",
                                   entity_type="workflow", entity_id=plan.workflow, details={"plan": plan.id})

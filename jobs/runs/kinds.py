@@ -6,6 +6,7 @@ act: a retry finds the record and never repeats what landed."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,10 +16,10 @@ from agents import prompts
 from agents.channels import Channel, ChannelError
 from agents.members import MemberProfile
 from agents.messages import MessageRef
-from agents.tools.context import HistoryLine, ToolContext
-from agents.tools.registry import ToolError, resolve
+from agents.tools.context import Held, HistoryLine, ToolContext
+from agents.tools.registry import Tool, ToolError, known_tools, resolve
 from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
-from jobs import pacing, tool_secrets
+from jobs import autonomy, pacing, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.origin import Origin
@@ -40,6 +41,8 @@ from jobs.workflows.definition import (
 from storage import activity, effects, members, usage
 from storage import workflows as store
 from storage.models import utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,17 @@ async def execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
     """Run one leaf step: its output, or `Suspend` for a step that waits."""
     render = _renderer(step, ctx)
     if isinstance(step, PostStep):
-        return await _post(rt, definition, run_id, path, render(step.post.channel, "post.channel"),
+        channel_id = render(step.post.channel, "post.channel")
+        await _check_effect(rt, definition, run_id, path, step, ctx, str(channel_id))
+        return await _post(rt, definition, run_id, path, channel_id,
                            render(step.post.text, "post.text"), render(step.post.thread_ts, "post.thread_ts"), step.post.platform)
     if isinstance(step, AgentStep):
-        return await _agent(rt, definition, run_id, path, step.agent, render(step.prompt, "prompt"), step.tools)
+        return await _agent(rt, definition, run_id, path, step, render(step.prompt, "prompt"), ctx)
     if isinstance(step, ToolStep):
-        return await _tool(rt, definition, run_id, path, step.tool, render(step.args, "args"), ctx.get("secrets"))
+        args = render(step.args, "args")
+        if step.tool == autonomy.POST_TOOL or step.tool in _effect_tools():
+            await _check_effect(rt, definition, run_id, path, step, ctx, args)
+        return await _tool(rt, definition, run_id, path, step.tool, args, ctx.get("secrets"))
     if isinstance(step, ApprovalStep):
         return await _approval(rt, definition, run_id, path, step, render)
     if isinstance(step, WaitStep):
@@ -125,17 +133,111 @@ async def _post(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
     return result
 
 
-async def _origin_platform(rt: Runtime, run_id: str) -> str:
+_ORIGINS: dict[tuple[str, str], Origin | None] = {}
+_ORIGINS_MAX = 10_000  # runs remembered per process; beyond it the cache starts over
+
+
+async def _origin(rt: Runtime, run_id: str) -> Origin | None:
+    """The run's origin, read once per process: it is written when the run starts and never
+    changes, so every later post, agent and tool step of the run is spared the query."""
+    key = (rt.db.url, run_id)
+    if key in _ORIGINS:
+        return _ORIGINS[key]
     async with rt.db.session() as session:
         run = await store.run(session, run_id)
-    origin = Origin.from_json(run.origin) if run is not None else None
+    if run is None:
+        return None  # not cached: a run that is not there yet may be by the next step
+    origin = Origin.from_json(run.origin)
+    if len(_ORIGINS) >= _ORIGINS_MAX:
+        _ORIGINS.clear()
+    _ORIGINS[key] = origin
+    return origin
+
+
+async def _origin_platform(rt: Runtime, run_id: str) -> str:
+    origin = await _origin(rt, run_id)
     return (origin.platform if origin is not None else None) or DEFAULT_PLATFORM
 
 
-async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, member_id: str, prompt: Any,
-                 tool_names: list[str] | None) -> str:
-    """An LLM turn by `member_id`; every call is metered like a conversation turn's, per
-    member, workflow and run (recorded as it happens, so a failed later call still counts)."""
+def _effect_tools() -> frozenset[str]:
+    """Names of the registered tools with `effect=True` (the registry only grows at import)."""
+    return frozenset(tool.name for tool in resolve(known_tools()) if tool.effect)
+
+
+_TEAM: dict[int, frozenset[str]] = {}
+
+
+def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
+    """Where a post of this run stays inside the team: its origin conversation and the
+    team's channels (`jobs.autonomy`)."""
+    config = rt.loaded.config
+    team = _TEAM.get(id(config))
+    if team is None:
+        team = _TEAM[id(config)] = autonomy.team_conversations(config)
+    return team | {origin.conversation} if origin is not None and origin.conversation else team
+
+
+async def _level(rt: Runtime, definition: WorkflowDefinition) -> autonomy.Level:
+    member = await _member(rt, definition.member)
+    return autonomy.effective(definition.autonomy, member.autonomy if member is not None else None)
+
+
+async def _check_effect(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, ctx: dict[str, Any],
+                        rendered: Any) -> None:
+    """The engine's own check before a post or tool step acts (apply checked the definition;
+    this checks the run): an effect under `notify` fails, and under `approve` fails unless an
+    approval on its path was approved in this run. Raises `StepFailure` (the step's row and the
+    activity feed then say why)."""
+    what = autonomy.effect_of(step, _effect_tools(), _inside(rt, await _origin(rt, run_id)), rendered)
+    if what is None:
+        return
+    level = await _level(rt, definition)
+    if level == "auto":
+        return
+    extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
+    if level == "notify":
+        log.warning("effect step %s stopped: autonomy notify", path, extra=extra)
+        raise StepFailure(f"step {path!r}: stopped: it sends outside the team ({what}) and autonomy is notify "
+                          "(the member only reports)")
+    if autonomy.approved_on_path(definition, step.id, ctx.get("steps", {})) is None:
+        log.warning("effect step %s stopped: no approval on its path was approved", path, extra=extra)
+        raise StepFailure(f"step {path!r}: stopped: it sends outside the team ({what}) and no approval before it was approved "
+                          f"in this run; add an approval before {step.id!r}, or ask an admin for autonomy: auto")
+
+
+def _agent_gate(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, level: autonomy.Level, approved: str | None,
+                inside: frozenset[str]) -> Any:
+    """The gate of an agent step's tool calls: an effect runs under `auto`, or under `approve`
+    when an approval before the step was approved in this run; otherwise it is stopped, logged
+    and recorded, and the model is told it needs an approval."""
+
+    async def gate(tool: Tool[Any], _ctx: ToolContext, raw: Any) -> Held | None:
+        what = autonomy.call_effect(tool.name, tool.effect, raw, inside)
+        if what is None or level == "auto" or (level == "approve" and approved is not None):
+            return None
+        extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
+        log.warning("agent step %s: %s stopped (autonomy %s, no approval)", path, what, level, extra=extra)
+        async with rt.db.session() as session:
+            await activity.record(session, member_id=definition.member, actor_type="member", actor_id=definition.member,
+                                  action="effect_stopped",
+                                  description=f"{definition.name}: {path}: stopped {what}: "
+                                              + ("autonomy is notify" if level == "notify" else "no approval before it"),
+                                  entity_type="step", entity_id=path, run_id=run_id, details={"tool": tool.name, "level": level})
+        if level == "notify":
+            return Held(f"Not done: {what} would leave the team, and this workflow's autonomy is notify (report only). "
+                        "Report what you would do instead.")
+        return Held(f"Not done: {what} would leave the team and needs approval first: no approval step before this one "
+                    "was approved in this run. Do not try again; say in your answer what you would have sent.")
+
+    return gate
+
+
+async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: AgentStep, prompt: Any,
+                 step_ctx: dict[str, Any]) -> str:
+    """An LLM turn by the step's member; every call is metered like a conversation turn's, per
+    member, workflow and run (recorded as it happens, so a failed later call still counts).
+    Its tool calls pass the autonomy gate (`_agent_gate`)."""
+    member_id, tool_names = step.agent, step.tools
     async with rt.db.session() as session:
         member = await members.profile(session, member_id)
         workspace = await members.workspace(session)
@@ -147,9 +249,12 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
         prompt = f"{prompt}\n\n{feedback}"
     names = [n for n in member.tools if tool_names is None or n in tool_names]
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
+    origin = await _origin(rt, run_id)
+    gate = _agent_gate(rt, definition, run_id, path, await _level(rt, definition),
+                       autonomy.approved_on_path(definition, step.id, step_ctx.get("steps", {})), _inside(rt, origin))
     ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), member_id), conversation=None,
                       user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run),
-                      secrets=tool_secrets.reader(rt))
+                      secrets=tool_secrets.reader(rt), gate=gate)
     llm = rt.loaded.config.llm
 
     async def record_usage(u: Usage) -> None:

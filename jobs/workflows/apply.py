@@ -17,7 +17,9 @@ are written in the caller's one transaction — all or nothing. The checks, in o
 - no handoff loop: the graph of "starts" — a handoff to workflow W starts W, and a handoff to
   member M starts every workflow listening for `member.handoff` of M — across all stored
   workflows and the ones applied has no cycle through an applied one;
-- an existing name keeps its member: moving a workflow to another member is `delete` + `apply`.
+- an existing name keeps its member: moving a workflow to another member is `delete` + `apply`;
+- autonomy (`jobs.autonomy`): only an admin sets `autonomy: auto`; under `notify` no step may
+  be an effect; under `approve` every effect step has an approval before it on its path.
 
 Chains that `apply` cannot see (a loop through `approval.decided`, or rows written otherwise)
 are stopped at run time by the run's depth (`workflows.max_handoff_depth`).
@@ -28,7 +30,7 @@ Every refusal is one `ApplyError` line: the source, where in the document, and w
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,8 @@ from jinja2 import Environment, nodes
 from jinja2.exceptions import TemplateSyntaxError
 from pydantic import ValidationError
 
-from agents.tools.registry import known_tools
+from agents.tools.registry import known_tools, resolve
+from jobs import autonomy
 from jobs.workflows.definition import (
     AgentStep,
     ApprovalStep,
@@ -84,13 +87,19 @@ class Applied:
 
 
 async def apply(session: Any, sources: list[Source], *, created_by: str | None = None,
-                fallback_creator: str | None = None, check_only: bool = False) -> list[Applied]:
+                fallback_creator: str | None = None, admin: bool = False, home_conversation: str | None = None,
+                team_conversations: Collection[str] = (), check_only: bool = False) -> list[Applied]:
     """Check every source, then store each as a workflow or a new version (see the module
     docstring). Raises `ApplyError` before anything is written. `created_by`: who applies
     them (the activity row's actor, and a new workflow's creator: the person of its scheduled
     and webhook runs). `fallback_creator`: the creator stored when `created_by` is None (the
     activity row still says `system`). An existing workflow keeps its creator. `check_only`:
-    every check, nothing written (the builder's draft; returns an empty list)."""
+    every check, nothing written (the builder's draft; returns an empty list).
+
+    Autonomy: `admin` says whether the one applying is an admin (only then is `autonomy: auto`
+    accepted). A post step stays inside the team when its channel is the literal id
+    `home_conversation` (the conversation the workflow was built in; None from the CLI) or one
+    of `team_conversations` (`jobs.autonomy.team_conversations(config)`)."""
     loaded: list[tuple[Source, WorkflowDefinition]] = []
     seen: dict[str, str] = {}
     for source in sources:
@@ -102,10 +111,14 @@ async def apply(session: Any, sources: list[Source], *, created_by: str | None =
             raise ApplyError(f"{source.name}: name: {definition.name!r} is also defined in {seen[definition.name]}")
         seen[definition.name] = source.name
         loaded.append((source, definition))
-    tools = {profile.id: set(profile.tools) for profile in await members.profiles(session)}
+    profiles = await members.profiles(session)
+    tools = {profile.id: set(profile.tools) for profile in profiles}
+    levels = {profile.id: profile.autonomy for profile in profiles}
+    inside = {*team_conversations, *([home_conversation] if home_conversation else [])}
     stored = await _stored(session)
     for source, definition in loaded:
         check_definition(definition, source.name, tools)
+        check_autonomy(definition, source.name, levels.get(definition.member), admin=admin, who=created_by, inside=inside)
         existing = stored.get(definition.name)
         if existing is not None and existing.member != definition.member:
             raise ApplyError(f"{source.name}: member: workflow {definition.name!r} belongs to {existing.member}; to give it to "
@@ -165,6 +178,27 @@ def check_definition(definition: WorkflowDefinition, source: str, member_tools: 
         raise ApplyError(f"{source}: member: no member {definition.member!r} (members: {', '.join(sorted(member_tools))})")
     checker = _Checker(definition, source, member_tools)
     checker.sequence(definition.steps, "steps", frozenset(), frozenset())
+
+
+def check_autonomy(definition: WorkflowDefinition, source: str, member_level: str | None, *, admin: bool, who: str | None,
+                   inside: Collection[str]) -> None:
+    """`auto` only from an admin; no effect step under `notify`; an approval before every
+    effect step under `approve` (see `jobs.autonomy`). Raises `ApplyError`."""
+    if definition.autonomy == "auto" and not admin:
+        raise ApplyError(f"{source}: autonomy: only an admin may set autonomy: auto ({who or 'you'} is not an admin); "
+                         "leave it out to use the member's level, or ask an admin to apply it")
+    level = autonomy.effective(definition.autonomy, member_level)
+    if level == "auto":
+        return
+    effect_tools = {tool.name for tool in resolve(known_tools()) if tool.effect}
+    for found in autonomy.effect_steps(definition, effect_tools, inside):
+        step = found.step.id
+        if level == "notify":
+            raise ApplyError(f"{source}: {found.where}: {step!r} sends outside the team ({found.what}), and autonomy is notify "
+                             f"(the member only reports); remove {step!r}, or use autonomy: approve with an approval before it")
+        if not found.approvals:
+            raise ApplyError(f"{source}: {found.where}: {step!r} sends outside the team ({found.what}); "
+                             f"add an approval before {step!r}, or ask an admin for autonomy: auto")
 
 
 def find_loop(start: str, graph: dict[str, WorkflowDefinition]) -> list[tuple[str, str, str]] | None:
