@@ -111,6 +111,7 @@ async def _call_tool(tool: Tool[Any] | None, ctx: ToolContext, use_id: str, name
     if tool is None:
         return _tool_result(use_id, f"there is no tool named {name}", error=True)
     try:
+        tool.parse(raw_input)  # bad input is the model's to fix: it never reaches the gate (no card for it)
         held = await ctx.gate(tool, ctx, raw_input) if ctx.gate is not None else None
         if held is not None:  # the gate decided: the tool does not run in this call
             return _tool_result(use_id, held.message, error=held.error)

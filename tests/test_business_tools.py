@@ -242,6 +242,7 @@ def test_an_http_effect_retried_after_its_worker_is_killed_is_charged_once(stack
 name: collect
 member: nova
 trigger: {manual: {}}
+autonomy: auto                # this test is about idempotency, not approvals (an admin applies it)
 steps:
   - id: charge
     tool: charge_card
@@ -273,6 +274,7 @@ def test_send_email_from_a_workflow_step_is_delivered_once_even_when_the_step_ru
 name: remind
 member: nova
 trigger: {manual: {}}
+autonomy: auto                # this test is about idempotency, not approvals (an admin applies it)
 steps:
   - id: send
     tool: send_email

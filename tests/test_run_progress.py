@@ -132,6 +132,7 @@ FAILING = f"""\
 name: announce-close
 member: nova
 trigger: {{manual: {{}}}}
+autonomy: auto  # about the failure's report, not approvals (applied by an admin)
 steps:
   - {{id: look_up_time, tool: current_time}}
   - {{id: announce, post: {{channel: C0NOSUCH01, text: "Books are closed"}}}}

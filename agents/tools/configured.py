@@ -29,8 +29,8 @@ class ConfiguredTool(Tool[AnyInput]):
     def schema(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
 
-    async def call(self, ctx: ToolContext, raw_input: Any) -> Any:
-        """Validate against the JSON Schema (first problem, as one line), then run."""
+    def parse(self, raw_input: Any) -> AnyInput:
+        """Validate against the JSON Schema (first problem, as one line)."""
         import jsonschema
 
         data = {} if raw_input is None else raw_input
@@ -38,6 +38,13 @@ class ConfiguredTool(Tool[AnyInput]):
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path) or "input"
             raise ToolError(f"invalid input for {self.name}: {where}: {error.message}")
+        if not isinstance(data, dict):
+            raise ToolError(f"invalid input for {self.name}: input: expected an object")
+        return AnyInput.model_validate(data)
+
+    async def call(self, ctx: ToolContext, raw_input: Any) -> Any:
+        """Validate, then run with the input as the model sent it (a dict)."""
+        data = self.parse(raw_input).model_dump()
         assert self.handler is not None
         return await self.handler(ctx, dict(data))
 

@@ -32,15 +32,18 @@ class Tool(Generic[In]):
         schema.pop("title", None)
         return {"name": self.name, "description": self.description, "input_schema": schema}
 
-    async def call(self, ctx: ToolContext, raw_input: Any) -> Any:
-        """Validate the model's input, then run; bad input is a ToolError, not a crash."""
+    def parse(self, raw_input: Any) -> In:
+        """The model's input, validated; bad input is a ToolError naming the field."""
         try:
-            args = self.input_model.model_validate(raw_input)
+            return self.input_model.model_validate(raw_input)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "input"
             raise ToolError(f"invalid input for {self.name}: {where}: {first['msg']}") from None
-        return await self.run(ctx, args)
+
+    async def call(self, ctx: ToolContext, raw_input: Any) -> Any:
+        """Validate the model's input, then run; bad input is a ToolError, not a crash."""
+        return await self.run(ctx, self.parse(raw_input))
 
 
 _REGISTRY: dict[str, Tool[Any]] = {}
