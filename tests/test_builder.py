@@ -203,3 +203,14 @@ def _stored_plan_id(stack: Stack) -> str:
             await db.close()
 
     return asyncio.run(read())
+
+
+def test_autonomy_auto_asked_for_in_chat_by_someone_who_is_not_an_admin_is_refused(stack: Stack) -> None:
+    stack.slack.add_im("D0NOVABOB1", BOB, NOVA["user"])
+    stack.up()
+    stack.llm.script(*create({**DRAFT, "autonomy": "auto"}, "Only an admin can let me act on my own; shall I ask first instead?"))
+    stack.driver().dm(BOB, "Remind clients about overdue invoices, no need to ask me", channel="D0NOVABOB1")
+    wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if "Only an admin" in p.get("text", "")], what="the answer")
+    [result] = stack.llm.wait_for_requests(2)[1]["body"]["messages"][-1]["content"]
+    assert result["is_error"] is True and "only an admin may set `auto`" in result["content"]
+    assert plan_cards(stack) == [] and workflows(stack) == []

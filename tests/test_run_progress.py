@@ -165,19 +165,25 @@ def test_a_failed_run_tells_the_requester_why_once_in_the_thread_it_came_from(st
     assert finished.description == outcome["text"] and finished.details["told"] is True
 
 
+# A channel shared with clients: outside the team (#general is the team's feed, where posts are
+# not news). These workflows are `auto` (applied by an admin): they are about what is told.
+CLIENTS = "C0CLIENTS1"
+
 REVIEWED = f"""\
 name: client-update
 member: nova
 trigger: {{manual: {{}}}}
+autonomy: auto
 steps:
-  - {{id: announce, post: {{channel: {GENERAL}, text: "New prices from March"}}}}
+  - {{id: announce, post: {{channel: {CLIENTS}, text: "New prices from March"}}}}
   - id: review
     approval: {{message: "Email the clients about the new prices?", approvers: [ana]}}
-  - {{id: email_clients, post: {{channel: {GENERAL}, text: "Clients emailed"}}}}
+  - {{id: email_clients, post: {{channel: {CLIENTS}, text: "Clients emailed"}}}}
 """
 
 
 def test_a_run_that_posted_and_was_rejected_tells_what_it_did_and_who_rejected_it_and_why(stack: Stack) -> None:
+    stack.slack.add_channel(CLIENTS, "clients", [ANA, NOVA["user"]])
     stack.up()
     apply(stack, REVIEWED)
     thread = stack.slack.add_message(NOVA_DM, ANA, "Tell everyone about the new prices")
@@ -206,20 +212,23 @@ def test_a_run_that_posted_and_was_rejected_tells_what_it_did_and_who_rejected_i
     wait_until(told, timeout=20, what="the outcome in the thread")
     [outcome] = told()
     assert outcome["text"] == f"client-update finished: 1 message posted, 1 rejected by <@{ANA}> (too formal)."
-    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL] == ["New prices from March"]
+    assert [p["text"] for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == CLIENTS] == ["New prices from March"]
 
 
 POSTING = f"""\
 name: post-prices
 member: nova
 trigger: {{manual: {{}}}}
+autonomy: auto
 steps:
-  - {{id: announce, post: {{channel: {GENERAL}, text: "New prices from March"}}}}
+  - {{id: announce, post: {{channel: {CLIENTS}, text: "New prices from March"}}}}
+  - {{id: feed, post: {{channel: {GENERAL}, text: "Prices posted for the clients"}}}}
 """
 QUIET = "name: quiet\nmember: nova\ntrigger: {manual: {}}\nsteps: [{id: now, tool: current_time}]\n"
 
 
 def test_a_run_from_the_cli_as_ana_tells_her_by_dm_only_when_it_did_something(stack: Stack) -> None:
+    stack.slack.add_channel(CLIENTS, "clients", [ANA, NOVA["user"]])
     stack.up()
     apply(stack, POSTING, "posting.yml")
     apply(stack, QUIET, "quiet.yml")

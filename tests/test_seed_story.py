@@ -210,3 +210,35 @@ def test_ana_asks_nova_for_payment_reminders_and_the_whole_loop_runs(stack: Stac
     # Green Leaf got its first reminder yesterday: today's is the formal one.
     wait_until(lambda: [r for r in requests_for(stack) if "Green Leaf" in json.dumps(r["blocks"]) and "a formal reminder" in json.dumps(r["blocks"])],
                timeout=30, what="a firmer tone for the client reminded once")
+
+
+def test_send_payment_reminder_from_an_agent_step_of_an_approve_workflow_without_an_approval_is_stopped(
+        stack: Stack, api: BusinessApiServer, smtp: SmtpSink) -> None:
+    with_invoicing(stack, api.url)
+    def chaser(body: Json) -> Reply:
+        if "tool_result" in json.dumps(body["messages"][-1]["content"]):
+            return Reply(text="I could not send it: it needs an approval first.")
+        return Reply(tool_uses=[{"name": "send_payment_reminder",
+                                 "input": {"number": "INV-2026-0158", "subject": "Reminder", "text": "Please pay."}}])
+
+    stack.llm.set_responder(chaser)
+    stack.up()
+    (stack.workdir / "chase.yml").write_text("""
+name: chase
+member: nova
+trigger: {manual: {}}
+steps:
+  - id: chase
+    agent: nova
+    prompt: Chase Green Leaf Catering about INV-2026-0158.
+""")
+    assert stack.cli("workflow", "apply", "chase.yml").returncode == 0  # approve: the member's default
+    result = stack.cli("workflow", "run", "chase", "--as", "ana")
+    assert result.returncode == 0, result.stderr
+    stopped = wait_until(lambda: [line for line in activity(stack) if line.startswith("effect_stopped: ")], what="the stop in the feed")
+    assert "send_payment_reminder" in stopped[0] and "no approval before it" in stopped[0]
+    [tool_result] = wait_until(lambda: [b for r in stack.llm.requests for m in r["body"]["messages"][-1:]
+                                        if isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"],
+                               what="the model hears why")
+    assert tool_result.get("is_error") and "approval" in tool_result["content"]
+    assert api.store.stats()["effects"] == 0 and smtp.messages == []

@@ -115,7 +115,10 @@ def test_tools_post_to_a_channel_and_look_up_a_colleague(stack: Stack) -> None:
     assert "Ana de Vries" in lookup and "ana@acme.test" in lookup
     asked = requests[3]["body"]["messages"][-1]["content"][0]
     assert not asked.get("is_error") and "confirm" in asked["content"]
-    assert [t["name"] for t in requests[0]["body"]["tools"]] == ["get_thread_history", "lookup_user", "post_message"]
+    # Nova's configured tools, then the workflow tools every member has.
+    assert [t["name"] for t in requests[0]["body"]["tools"]] == [
+        "get_thread_history", "lookup_user", "post_message", "create_workflow", "update_workflow", "list_my_workflows",
+        "pause_workflow", "resume_workflow", "run_workflow_now", "cancel_run"]
 
 
 def test_slack_rate_limit_on_the_reply_delays_but_never_drops_it(stack: Stack) -> None:

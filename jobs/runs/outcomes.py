@@ -24,7 +24,7 @@ from typing import Any
 from agents.channels import ChannelError, is_permanent
 from agents.messages import MessageRef
 from agents.tools.registry import resolve
-from jobs import pacing
+from jobs import autonomy, pacing
 from jobs.people import People
 from jobs.runs.definitions import find_step
 from jobs.runs.origin import Origin
@@ -104,11 +104,14 @@ class Outcome:
 
 
 def summarize(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[str, StepRun], agent_effects: list[tuple[str, dict[str, Any]]],
-              origin: Origin | None, mention: Callable[[str], str], people: People) -> Outcome:
+              origin: Origin | None, mention: Callable[[str], str], people: People,
+              team: frozenset[str] | set[str] = frozenset()) -> Outcome:
     """The outcome from the run's step rows (no I/O). `agent_effects`: (kind, result) of the
     effects its agent steps' tools finished; `mention` names a person id or platform user."""
     outcome = Outcome(workflow=definition.name, status=run.status)
-    here = origin.conversation if origin is not None else None
+    # Posts where the team already sees them (the run's own conversation, a team channel such
+    # as the activity feed) are not news to the requester; a post anywhere else is.
+    inside = {*team, *([origin.conversation] if origin is not None and origin.conversation else [])}
     tool_counts: Counter[str] = Counter()
     posts = 0
     rejected: list[tuple[str, str]] = []
@@ -120,7 +123,7 @@ def summarize(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[str, 
         except LookupError:
             continue
         output = row.output if isinstance(row.output, dict) else {}
-        if row.status == "done" and isinstance(step, PostStep) and output.get("channel") != here:
+        if row.status == "done" and isinstance(step, PostStep) and output.get("channel") not in inside:
             posts += 1
         elif row.status == "done" and isinstance(step, ToolStep) and _is_effect(step.tool):
             tool_counts[step.tool] += 1
@@ -140,7 +143,7 @@ def summarize(definition: WorkflowDefinition, run: WorkflowRun, rows: dict[str, 
             skipped.append(f"{words(step.id)} failed: {row.error}")
     kinds: Counter[str] = Counter()
     for kind, result in agent_effects:
-        if kind == "post" and result.get("channel") == here:
+        if kind == "post" and result.get("channel") in inside:
             continue  # an answer in the conversation the run came from leaves nothing outside it
         if kind == "post":
             posts += 1
@@ -184,7 +187,8 @@ async def tell(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, ro
         user = people.user_id(who, platform)
         return channel.mention(user) if channel is not None else user
 
-    outcome = summarize(definition, run, rows, agent_effects, origin, mention, people)
+    outcome = summarize(definition, run, rows, agent_effects, origin, mention, people,
+                        autonomy.team_conversations(rt.loaded.config))
     text = outcome.sentence()
     worth = outcome.worth_telling and bool(origin.conversation or origin.person)
     async with rt.db.session() as session:
