@@ -21,9 +21,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.fakes.smtp_server import SmtpSink
 
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.slack_api import FakeSlack
@@ -219,6 +223,15 @@ def slack() -> Iterator[FakeSlack]:
     fake.add_im(CASEY_DM, ANA, CASEY["user"])
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that keeps every email it is sent."""
+    from tests.fakes.smtp_server import SmtpSink  # it imports this module (free_port)
+
+    with SmtpSink() as sink:
+        yield sink
 
 
 @pytest.fixture

@@ -42,12 +42,6 @@ def remind(api: str, number: str, key: str | None, body: Any = REMINDER, timeout
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def api(smtp: SmtpSink) -> Iterator[str]:
     with BusinessApiServer(smtp_host=smtp.host, smtp_port=smtp.port, mail_from="Nova at Acme <nova@acme.test>") as server:
         yield server.url

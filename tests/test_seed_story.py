@@ -43,12 +43,6 @@ PLAN_SAID = "Here is the plan. Press Start (or say yes) and I'll check every wee
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def api(smtp: SmtpSink) -> Iterator[BusinessApiServer]:
     with BusinessApiServer(smtp_host=smtp.host, smtp_port=smtp.port) as server:
         yield server
