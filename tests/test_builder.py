@@ -214,3 +214,30 @@ def test_autonomy_auto_asked_for_in_chat_by_someone_who_is_not_an_admin_is_refus
     [result] = stack.llm.wait_for_requests(2)[1]["body"]["messages"][-1]["content"]
     assert result["is_error"] is True and "only an admin may set `auto`" in result["content"]
     assert plan_cards(stack) == [] and workflows(stack) == []
+
+
+def test_its_creator_pauses_and_resumes_it_from_chat_and_someone_else_is_refused(stack: Stack) -> None:
+    stack.slack.add_im("D0NOVABOB1", BOB, NOVA["user"])
+    stack.up()
+    ask_for_a_plan(stack)
+    stack.driver().dm(ANA, "yes", channel=NOVA_DM)
+    wait_until(lambda: workflows(stack), what="the workflow")
+
+    stack.llm.script(Reply(tool_uses=[{"name": "pause_workflow", "input": {"name": "payment-reminders"}}]), Reply(text="Paused it."))
+    stack.driver().dm(BOB, "Pause the payment reminders", channel="D0NOVABOB1")
+    wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if p.get("text") == "Paused it."], what="Nova's answer to Bob")
+    refused = json.dumps(stack.llm.requests[-1]["body"]["messages"][-1]["content"])
+    assert "is_error" in refused and "only ana (who set it up) or an admin" in refused
+    assert workflows(stack)[0]["status"] == "active"
+
+    stack.llm.script(Reply(tool_uses=[{"name": "list_my_workflows", "input": {}}, {"name": "pause_workflow", "input": {"name": "payment-reminders"}}]),
+                     Reply(text="Paused."))
+    stack.driver().dm(ANA, "Pause it for now", channel=NOVA_DM)
+    wait_until(lambda: workflows(stack)[0]["status"] == "paused", what="paused")
+    listed = json.dumps(stack.llm.requests[-1]["body"]["messages"][-1]["content"])
+    assert "At 09:00, Monday through Friday" in listed and "next_run" in listed
+    assert workflows(stack)[0]["next_run"] is None
+
+    stack.llm.script(Reply(tool_uses=[{"name": "resume_workflow", "input": {"name": "payment-reminders"}}]), Reply(text="Back on."))
+    stack.driver().dm(ANA, "Resume it", channel=NOVA_DM)
+    wait_until(lambda: workflows(stack)[0]["status"] == "active", what="active again")

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents.channels import Channel, ChannelError
 from agents.messages import (
@@ -114,7 +114,7 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
             raise ToolError(f"name: a workflow named {name!r} exists already (version {existing.active_version}, "
                             f"{existing.status}); use update_workflow to change it, or choose another name")
         if existing is not None:
-            _may_manage(people, existing.member_id, existing.created_by, member_id, ctx.user_id, platform, "change")
+            may_manage(people, existing.member_id, existing.created_by, member_id, ctx.user_id, platform, "change")
         try:
             await core.apply(session, [core.Source(source, text)], created_by=person or ctx.user_id, check_only=True,
                              admin=people.is_admin(ctx.user_id, platform), home_conversation=ctx.conversation.conversation,
@@ -332,7 +332,7 @@ async def expire(rt: Runtime, plan_id: str) -> str:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _may_manage(people: People, owner: str, creator: str | None, member_id: str, user_id: str, platform: str, what: str) -> None:
+def may_manage(people: People, owner: str, creator: str | None, member_id: str, user_id: str, platform: str, what: str) -> None:
     """Only the workflow's creator or an admin may change, pause or run it from chat."""
     if owner != member_id:
         raise ToolError(f"that workflow is {owner}'s, not yours; suggest the person asks {owner}")
@@ -361,11 +361,10 @@ async def _zone(rt: Runtime, ctx: ToolContext, person: str | None) -> tuple[str,
 
 
 def _known(zone: str) -> bool:
+    """A profile's zone is the platform's data: trusted only when Python knows it."""
     try:
         ZoneInfo(zone)
-    except (ValueError, KeyError):
-        return False
-    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError and friends
+    except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
 

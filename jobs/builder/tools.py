@@ -9,15 +9,18 @@ and `update_workflow` post a plan that the person starts (`jobs.builder.plans`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agents.tools.context import ToolContext
 from agents.tools.registry import Tool, ToolError
-from jobs.builder import plans
-from jobs.builder.plans import _may_manage
+from jobs import schedules
+from jobs.builder import plans, words
+from jobs.builder.plans import may_manage
 from jobs.people import People
+from jobs.runs.approvals import refresh
 from jobs.runs.cancel import NotCancellable, cancel_run
 from jobs.runs.inputs import InputError
 from jobs.runs.origin import Origin
@@ -27,6 +30,7 @@ from jobs.runtime import Runtime
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
 from storage import members
 from storage import workflows as store
+from storage.models import Workflow
 
 FORMAT = """\
 The definition is a JSON object:
@@ -78,9 +82,6 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
         return (await plans.propose(rt, ctx, args.definition, change=True)).for_model()
 
     async def list_my_workflows(ctx: ToolContext, _: ListInput) -> list[dict[str, Any]]:
-        from jobs.builder import words
-        from jobs.schedules import next_slot
-
         out = []
         async with rt.db.session() as session:
             zone = (await members.workspace(session)).timezone
@@ -92,9 +93,7 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
                 trigger = definition.trigger
                 upcoming = None
                 if isinstance(trigger, ScheduleTrigger) and row.status == "active":
-                    from datetime import UTC, datetime
-
-                    upcoming = next_slot(trigger.schedule, trigger.zone(zone), datetime.now(UTC)).isoformat()
+                    upcoming = schedules.next_slot(trigger.schedule, trigger.zone(zone), datetime.now(UTC)).isoformat()
                 out.append({"name": row.name, "status": row.status, "version": row.active_version,
                             "when": words.trigger_in_words(definition, zone), "next_run": upcoming,
                             "last_run": {"id": last.id, "status": last.status} if last else None,
@@ -106,12 +105,10 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
             row = await store.by_name(session, name)
             if row is None:
                 raise ToolError(f"no workflow named {name!r}")
-            _may_manage(People.from_config(rt.loaded.config), row.member_id, row.created_by, ctx.member.id, ctx.user_id,
+            may_manage(People.from_config(rt.loaded.config), row.member_id, row.created_by, ctx.member.id, ctx.user_id,
                         ctx.channel.platform, "pause or resume")
             await store.set_status(session, row.id, status)
         if status == "active" and rt.redis is not None:
-            from jobs import schedules
-
             await schedules.reconcile(rt.db, rt.redis)
         return {"name": name, "status": status}
 
@@ -127,7 +124,7 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
             row = await store.by_name(session, args.name)
         if row is None:
             raise ToolError(f"no workflow named {args.name!r}")
-        _may_manage(people, row.member_id, row.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "run")
+        may_manage(people, row.member_id, row.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "run")
         where = ctx.conversation
         origin = Origin(via="chat", platform=ctx.channel.platform, conversation=where.conversation if where else None,
                         thread=where.thread if where else None,
@@ -141,20 +138,16 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
         return {"run_id": run_id, "status": "started"}
 
     async def cancel_a_run(ctx: ToolContext, args: CancelRunInput) -> dict[str, Any]:
-        from jobs.runs.approvals import refresh
-
         people = People.from_config(rt.loaded.config)
         async with rt.db.session() as session:
             run = await store.run(session, args.run_id)
-            workflow = None
-            if run is not None:
-                workflow = next((w for w in await store.all_workflows(session) if w.id == run.workflow_id), None)
+            workflow = await session.get(Workflow, run.workflow_id) if run is not None else None
         if run is None or workflow is None or workflow.member_id != ctx.member.id:
             raise ToolError(f"no run {args.run_id!r} of your workflows")
         origin = Origin.from_json(run.origin)
         asked = origin is not None and origin.person is not None and people.same(origin.person, ctx.user_id, ctx.channel.platform)
         if not asked:
-            _may_manage(people, workflow.member_id, workflow.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "cancel")
+            may_manage(people, workflow.member_id, workflow.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "cancel")
         by = people.person_of(ctx.user_id, ctx.channel.platform) or ctx.user_id
         try:
             cancelled = await cancel_run(rt, args.run_id, by)
