@@ -241,3 +241,20 @@ def test_its_creator_pauses_and_resumes_it_from_chat_and_someone_else_is_refused
     stack.llm.script(Reply(tool_uses=[{"name": "resume_workflow", "input": {"name": "payment-reminders"}}]), Reply(text="Back on."))
     stack.driver().dm(ANA, "Resume it", channel=NOVA_DM)
     wait_until(lambda: workflows(stack)[0]["status"] == "active", what="active again")
+
+
+def test_update_workflow_posts_a_plan_for_a_new_version_that_start_makes_active(stack: Stack) -> None:
+    stack.up()
+    ask_for_a_plan(stack)
+    stack.driver().dm(ANA, "yes", channel=NOVA_DM)
+    wait_until(lambda: workflows(stack), what="version 1")
+    changed = {**DRAFT, "trigger": {"schedule": "30 8 * * MON-FRI"}}
+    stack.llm.script(Reply(tool_uses=[{"name": "update_workflow", "input": {"definition": changed}}]), Reply(text="Here is the change."))
+    stack.driver().dm(ANA, "Make it half past eight", channel=NOVA_DM)
+    [change] = wait_until(lambda: [c for c in plan_cards(stack) if "after version 1" in json.dumps(c["blocks"])], what="the change's plan")
+    assert "At 08:30, Monday through Friday" in json.dumps(change["blocks"])
+    assert workflows(stack)[0]["version"] == 1  # nothing changes before Start
+    assert click(stack, change, "plan.start", ANA) == 200
+    wait_until(lambda: workflows(stack)[0]["version"] == 2, what="version 2")
+    next_run = datetime.fromisoformat(workflows(stack)[0]["next_run"]).astimezone(ZoneInfo("Europe/Amsterdam"))
+    assert (next_run.hour, next_run.minute) == (8, 30)
