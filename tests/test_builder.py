@@ -258,3 +258,19 @@ def test_update_workflow_posts_a_plan_for_a_new_version_that_start_makes_active(
     wait_until(lambda: workflows(stack)[0]["version"] == 2, what="version 2")
     next_run = datetime.fromisoformat(workflows(stack)[0]["next_run"]).astimezone(ZoneInfo("Europe/Amsterdam"))
     assert (next_run.hour, next_run.minute) == (8, 30)
+
+
+def test_a_newer_plan_for_the_same_workflow_replaces_the_open_one(stack: Stack) -> None:
+    stack.up()
+    first = ask_for_a_plan(stack)
+    stack.llm.script(*create({**DRAFT, "trigger": {"schedule": "0 10 * * MON-FRI"}}, "Here is the plan at 10:00."))
+    stack.driver().dm(ANA, "Actually make it ten o'clock", channel=NOVA_DM)
+    wait_until(lambda: len(plan_cards(stack)) == 2, what="the second plan")
+    wait_until(lambda: "Replaced by a newer plan" in json.dumps(plan_cards(stack)[0]), what="the first card says it was replaced")
+    assert "plan.start" not in json.dumps(plan_cards(stack)[0]["blocks"])
+    assert click(stack, first, "plan.start", ANA) == 200  # a stale click on the old card
+    [notice] = wait_until(lambda: [e for e in stack.slack.ephemerals(NOVA_DM) if e["user"] == ANA], what="a notice")
+    assert "replaced by a newer one" in notice["text"]
+    assert click(stack, plan_cards(stack)[1], "plan.start", ANA) == 200
+    [flow] = wait_until(lambda: workflows(stack), what="the workflow")
+    assert datetime.fromisoformat(flow["next_run"]).astimezone(ZoneInfo("Europe/Amsterdam")).hour == 10

@@ -125,10 +125,11 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
         key = ctx.effects.next_id("plan") if ctx.effects is not None else f"{ctx.run_id}-{ctx.call_id}"
         plan_id = "pl-" + hashlib.sha1(key.encode()).hexdigest()[:16]  # the same on a retried turn
         plan = await store.get(session, plan_id)
+        replaced: list[Plan] = []
         if plan is None:
             for older in await store.open_in(session, member_id, platform, ctx.conversation.conversation, ctx.conversation.thread):
                 if older.workflow == definition.name and await store.settle(session, older.id, "superseded", ctx.user_id):
-                    await _quietly_update(rt, older, "Replaced by a newer plan below.")
+                    replaced.append(older)
             plan = await store.add(session, Plan(
                 id=plan_id, member_id=member_id, workflow=definition.name, definition=doc,
                 base_version=existing.active_version if existing is not None else None, status="proposed",
@@ -137,6 +138,8 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
                 created_at=utcnow(), expires_at=utcnow() + EXPIRES_AFTER,
             ))
         workspace_zone = (await members.workspace(session)).timezone
+    for older in replaced:  # after the commit: no platform call inside a transaction
+        await _quietly_update(rt, older, "Replaced by a newer plan below.")
     if plan.message is None:
         card = await render(rt, plan, ctx.channel, f"Waiting for {ctx.channel.mention(plan.requester)} to start it "
                                                     f"(or say yes). It expires in {EXPIRES_AFTER.days} days.", buttons=True)
