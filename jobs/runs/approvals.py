@@ -167,11 +167,7 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
         if record.status == "done":
             continue
         try:
-            if person is not None:
-                ref = await channel.send_card_to_person(person, card, effect_id=effect_key)
-            else:
-                assert where is not None
-                ref = await channel.send_card(where, card, effect_id=effect_key)
+            ref = await _send(channel, where, person, card, effect_key)
         except ChannelError as exc:
             log.warning("approval %s: could not post to %s: %s", row.id, key, exc.code, extra={"run_id": row.run_id})
             continue
@@ -231,11 +227,7 @@ async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, whe
         return MessageRef(str(result["conversation"]), str(result["message"])) if result.get("message") else None
     card = group_card(row.workflow or "", group.count, group.key, "")
     try:
-        if person is not None:
-            ref = await channel.send_card_to_person(person, card, effect_id=effect_key)
-        else:
-            assert where is not None
-            ref = await channel.send_card(where, card, effect_id=effect_key)
+        ref = await _send(channel, where, person, card, effect_key)
     except ChannelError as exc:
         log.warning("approval group of %s not posted: %s", row.run_id, exc.code, extra={"run_id": row.run_id})
         async with rt.db.session() as session:
@@ -244,6 +236,14 @@ async def _group_parent(rt: Runtime, row: Approval, group: _Group, key: str, whe
     async with rt.db.session() as session:
         await effects.finish(session, effect_key, {"conversation": ref.conversation, "message": ref.message})
     return ref
+
+
+async def _send(channel: Channel, where: MessageRef | None, person: str | None, card: Card, effect_key: str) -> MessageRef:
+    """Post `card` at `where`, or in `person`'s DM when the destination is a person."""
+    if person is not None:
+        return await channel.send_card_to_person(person, card, effect_id=effect_key)
+    assert where is not None
+    return await channel.send_card(where, card, effect_id=effect_key)
 
 
 def group_card(workflow: str, count: int, key: str, outcome: str) -> Card:
