@@ -26,6 +26,7 @@ from jobs.workflows.definition import (
     WaitStep,
     WebhookTrigger,
     WorkflowDefinition,
+    iter_steps,
 )
 
 _AUTONOMY = {
@@ -78,7 +79,7 @@ def approvers_in_words(definition: WorkflowDefinition, mention: dict[str, str], 
     """Who approves what: "@ana approves each 'approve' before it goes on"; "nobody" when no
     step asks."""
     lines = []
-    for step in _all(definition.steps):
+    for _, step in iter_steps(definition):
         if isinstance(step, ApprovalStep):
             who = [mention.get(a, a) for a in step.approval.approvers or []] or [requester]
             quorum = f" ({step.approval.quorum} of them)" if step.approval.quorum > 1 else ""
@@ -122,6 +123,8 @@ def _details(step: Step, tools: dict[str, Tool[Any]]) -> str:
 
 
 def _all(steps: list[Step]) -> list[Step]:
+    """These steps and the ones nested in them, in order (`iter_steps` does this for a whole
+    definition; here it is one step's subtree)."""
     out: list[Step] = []
     for step in steps:
         out.append(step)
