@@ -103,7 +103,9 @@ def test_an_incomplete_definition_comes_back_to_the_model_naming_the_missing_key
 def test_yes_typed_in_the_conversation_starts_the_plan_without_asking_the_model(stack: Stack) -> None:
     stack.up()
     ask_for_a_plan(stack)
-    calls = len(stack.llm.requests)
+    calls = len(stack.llm.wait_for_requests(2))  # the turn that drafted the plan is over (its last call)
+    wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if p.get("text", "").startswith("Here is the plan")],
+               what="Nova's word on the plan")
     stack.driver().dm(ANA, "Yes!", channel=NOVA_DM)
     [flow] = wait_until(lambda: workflows(stack), what="the workflow")
     assert flow["status"] == "active"
@@ -136,7 +138,7 @@ def test_change_reopens_the_conversation_with_the_draft_and_cancel_discards_it(s
     stack.llm.script(*create(changed, "Changed to 08:00."))
     stack.driver().dm(ANA, "Make it 8 o'clock", channel=NOVA_DM)
     wait_until(lambda: len(plan_cards(stack)) == 2, what="a second plan")
-    history = json.dumps(stack.llm.requests[-2]["body"]["messages"])
+    history = json.dumps(stack.llm.wait_for_requests(3)[2]["body"]["messages"])  # the turn after Change
     assert "0 9 * * MON-FRI" in history  # the first draft was in the conversation
     second = plan_cards(stack)[1]
     assert "At 08:00" in json.dumps(second["blocks"])
@@ -234,6 +236,7 @@ def test_its_creator_pauses_and_resumes_it_from_chat_and_someone_else_is_refused
                      Reply(text="Paused."))
     stack.driver().dm(ANA, "Pause it for now", channel=NOVA_DM)
     wait_until(lambda: workflows(stack)[0]["status"] == "paused", what="paused")
+    wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if p.get("text") == "Paused."], what="Nova's answer to Ana")
     listed = json.dumps(stack.llm.requests[-1]["body"]["messages"][-1]["content"])
     assert "At 09:00, Monday through Friday" in listed and "next_run" in listed
     assert workflows(stack)[0]["next_run"] is None
