@@ -2,17 +2,18 @@
 
 The conversation comes from our database, never from the platform. The loop is bounded by
 `max_iterations`; a tool that fails reports its error to the model as an `is_error` result
-instead of breaking the turn. Every call's token usage is handed to `on_usage` as it happens,
-so usage is recorded even when a later call fails.
+instead of breaking the turn. Every call goes through the `meter`: it reserves the call's worst
+case before it is made (or refuses it: `OverBudget`, and the call is not made) and settles to
+the real usage as soon as it is known, so usage is recorded even when a later call fails.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import anthropic
 
@@ -30,6 +31,23 @@ class LlmUnavailable(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+
+
+class OverBudget(Exception):
+    """A budget has no room for the next call, which was not made. The message is for the
+    person: which budget, when it resets, who can raise it."""
+
+    def __init__(self, message: str, scope: str, period: str) -> None:
+        super().__init__(message)
+        self.scope, self.period = scope, period
+
+
+class Meter(Protocol):
+    async def reserve(self, request: dict[str, Any]) -> Any:
+        """Before a call: reserve its worst case, or raise OverBudget. The ticket goes to settle."""
+
+    async def settle(self, ticket: Any, usage: Usage | None) -> None:
+        """After a call (None: it failed): record its usage and release what it reserved."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ async def run_turn(
     history: list[dict[str, Any]],
     tools: Sequence[Tool[Any]],
     ctx: ToolContext,
-    on_usage: Callable[[Usage], Awaitable[None]],
+    meter: Meter,
 ) -> TurnResult:
     """Run the loop until the model stops asking for tools; return its final text."""
     messages = _with_cache_breakpoint(history)
@@ -70,8 +88,14 @@ async def run_turn(
     by_name = {t.name: t for t in tools}
     calls: list[str] = []
     for iteration in range(1, settings.max_iterations + 1):
-        response = await _create(client, settings, system, messages, tool_defs)
-        await on_usage(_usage(settings.model, response.usage))
+        request = _request(settings, system, messages, tool_defs)
+        ticket = await meter.reserve(request)
+        try:
+            response = await _create(client, request)
+        except BaseException:
+            await meter.settle(ticket, None)
+            raise
+        await meter.settle(ticket, _usage(settings.model, response.usage))
         content = [block.model_dump(exclude_none=True) for block in response.content]
         text = "".join(block.text for block in response.content if block.type == "text").strip()
         tool_uses = [block for block in response.content if block.type == "tool_use"]
@@ -91,10 +115,14 @@ async def run_turn(
     )
 
 
-async def _create(client: anthropic.AsyncAnthropic, settings: TurnSettings, system: list[dict[str, Any]], messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]]) -> Any:
+def _request(settings: TurnSettings, system: list[dict[str, Any]], messages: list[dict[str, Any]], tool_defs: list[dict[str, Any]]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"model": settings.model, "max_tokens": settings.max_tokens, "system": system, "messages": messages}
     if tool_defs:
         kwargs["tools"] = tool_defs
+    return kwargs
+
+
+async def _create(client: anthropic.AsyncAnthropic, kwargs: dict[str, Any]) -> Any:
     try:
         return await client.messages.create(**kwargs)
     except anthropic.RateLimitError as exc:

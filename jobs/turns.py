@@ -34,13 +34,17 @@ from agents.channels import Channel, ChannelError, is_permanent
 from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
-from agents.turns import LlmUnavailable, TurnSettings, Usage, history_to_messages, run_turn
+from agents.turns import LlmUnavailable, OverBudget, TurnSettings, history_to_messages, run_turn
 from jobs import capacity, confirm, intake, loop, tool_secrets
 from jobs.builder import plans
 from jobs.builder import tools as builder_tools
+from jobs.people import People
 from jobs.runtime import Runtime, current
+from jobs.spend import limits as spend_limits
+from jobs.spend import tell as spend_tell
+from jobs.spend.meter import BudgetMeter
 from jobs.tool_effects import ToolEffects
-from storage import activity, conversations, effects, inbound, members, usage
+from storage import activity, conversations, effects, inbound, members
 from storage.models import Effect, InboundEvent
 
 log = logging.getLogger(__name__)
@@ -229,6 +233,9 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
     )
     history = history_to_messages([(m.role, _speaker(channel, m.role, m.author_id, m.text, lead.kind)) for m in stored])
     llm = rt.loaded.config.llm
+    person = People.from_config(rt.loaded.config).person_of(last.user_id, lead.platform) or last.user_id
+    meter = BudgetMeter(rt, spend_limits.Payer(member.id, run_id, person=person, user_id=last.user_id,
+                                               conversation_id=turn.conversation_id), mention=channel.mention)
     try:
         result = await asyncio.wait_for(
             run_turn(
@@ -238,10 +245,14 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
                 history,
                 [*resolve(member.tools), *builder_tools.for_runtime(rt)],
                 ctx,
-                lambda u: _record_usage(rt, u, member.id, last.user_id, turn.conversation_id, run_id),
+                meter,
             ),
             timeout=max(10, rt.loaded.config.workers.turn_timeout - 20),
         )
+    except OverBudget as exc:  # the call was not made: the answer says which budget and when it resets
+        log.info("over budget: %s", exc.scope, extra=extra)
+        await spend_tell.warn_admins(rt, member.id, lead.platform, meter.crossed)
+        return _with_warnings(str(exc), meter, rt)
     except (LlmUnavailable, TimeoutError) as exc:
         kind = exc.kind if isinstance(exc, LlmUnavailable) else "timeout"
         log.warning("LLM unavailable: %s", kind, extra=extra)
@@ -249,7 +260,14 @@ async def _generate(rt: Runtime, turn: _Turn, channel: Channel, extra: dict[str,
         await _quietly(channel.clear_working(_message(last)), extra)
         return None
     log.info("answered in %d round(s), tools=%s", result.iterations, ",".join(result.tool_calls) or "-", extra=extra)
-    return result.text
+    await spend_tell.warn_admins(rt, member.id, lead.platform, meter.crossed)
+    return _with_warnings(result.text, meter, rt)
+
+
+def _with_warnings(text: str, meter: BudgetMeter, rt: Runtime) -> str:
+    """The person's budget warning (once per period) rides on the answer it came with."""
+    note = spend_tell.person_warnings(meter.crossed, rt)
+    return f"{text}\n\n{note}" if note else text
 
 
 def _observe_latency(rt: Runtime, event: InboundEvent) -> None:
@@ -362,22 +380,6 @@ async def _apologise(rt: Runtime, channel: Channel, turn: _Turn, kind: str) -> N
     )
     async with rt.db.session() as session:
         await effects.finish(session, effect_id, {"ts": posted.message})
-
-
-async def _record_usage(rt: Runtime, u: Usage, member_id: str, user_id: str, conversation_id: int, run_id: str) -> None:
-    async with rt.db.session() as session:
-        await usage.record(
-            session,
-            member_id=member_id,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            run_id=run_id,
-            model=u.model,
-            input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens,
-        )
 
 
 async def _history_lines(rt: Runtime, conversation_id: int, limit: int) -> list[HistoryLine]:

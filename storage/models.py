@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -198,6 +200,7 @@ class LlmUsage(Base):
     cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0)
     workflow: Mapped[str | None] = mapped_column(String(100), index=True)  # an agent step's workflow; run_id is its run
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # at the price when it was made
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -415,3 +418,59 @@ class Plan(Base):
     expires_at: Mapped[datetime] = mapped_column()
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column()
+
+
+class Budget(Base):
+    """A limit per scope: `workspace`, `member:ID`, `person:ID`, `person:default` (LLM tokens or
+    cost per day or month), or `effects:ID` (a member's external effects per day).
+
+    Seeded from the config file; `file_value` is what the file said when last seeded, so an
+    admin's change (`set_by`) wins until the file's own value changes."""
+
+    __tablename__ = "budgets"
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16))  # tokens | cost | effects
+    amount: Mapped[float] = mapped_column(Float)
+    period: Mapped[str] = mapped_column(String(8))  # day | month
+    file_value: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    set_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BudgetUse(Base):
+    """The ledger of one scope in one period (`2026-12-02`, `2026-12`): settled use, what calls in
+    flight reserved, and whether its warning was given. Only single guarded UPDATEs change it,
+    so concurrent processes can never together pass a limit."""
+
+    __tablename__ = "budget_use"
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # effects (for `effects:ID`)
+    warned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class BudgetReservation(Base):
+    """One LLM call in flight: what it reserved in which ledgers, until it settles. One whose
+    process died is released when it expires."""
+
+    __tablename__ = "budget_reservations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    claims: Mapped[list[Any]] = mapped_column()  # [[scope, period], ...]
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class EffectSlot(Base):
+    """An external effect that took one of its member's daily slots (`effects_per_day`); keyed
+    by the effect's id, so a retry of the same effect takes no second slot."""
+
+    __tablename__ = "effect_slots"
+    effect_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(40))
+    day: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -21,6 +21,7 @@ async def record(
     cache_read_tokens: int,
     cache_write_tokens: int,
     workflow: str | None = None,
+    cost: float = 0.0,
 ) -> None:
     """One LLM call. A conversation turn has `conversation_id` and `user_id`; a workflow's
     agent step has `workflow` (its name) and `run_id` (the workflow run's id)."""
@@ -36,6 +37,7 @@ async def record(
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
             workflow=workflow,
+            cost=cost,
         )
     )
     await session.flush()

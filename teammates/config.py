@@ -63,6 +63,10 @@ class MemberChannels(_Strict):
     activity: str | None = None
 
 
+class MemberLimits(_Strict):
+    effects_per_day: int | None = Field(default=None, ge=0, description="external effects per member and day (None: no cap)")
+
+
 class MemberConfig(_Strict):
     id: str
     name: str
@@ -73,6 +77,7 @@ class MemberConfig(_Strict):
     autonomy: Literal["notify", "approve", "auto"] = "approve"
     timezone: str | None = None  # for schedules built from chat when the person's is unknown
     channels: MemberChannels = Field(default_factory=MemberChannels)
+    limits: MemberLimits = Field(default_factory=MemberLimits)
     slack: SlackCredentials | None = None
     teams: TeamsCredentials | None = None
 
@@ -127,12 +132,43 @@ class PersonConfig(_Strict):
         return _zone(value)
 
 
+class Price(_Strict):
+    """Per million tokens, in the workspace currency."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)  # default: a tenth of input (Anthropic's rate)
+    cache_write: float | None = Field(default=None, ge=0)  # default: 1.25 x input (5-minute cache writes)
+
+
+# List prices per million tokens (USD) of current Claude models; `llm.prices` overrides or adds.
+DEFAULT_PRICES: dict[str, Price] = {
+    "claude-opus-4-5": Price(input=5.0, output=25.0),
+    "claude-opus-4-1": Price(input=15.0, output=75.0),
+    "claude-sonnet-4-5": Price(input=3.0, output=15.0),
+    "claude-sonnet-4": Price(input=3.0, output=15.0),
+    "claude-haiku-4-5": Price(input=1.0, output=5.0),
+}
+
+
 class LlmConfig(_Strict):
     model: str = DEFAULT_MODEL
     max_tokens: int = Field(default=2048, ge=1)
     timeout: float = Field(default=60.0, gt=0, description="seconds per LLM call")
     max_retries: int = Field(default=2, ge=0)
     max_iterations: int = Field(default=8, ge=1, description="tool-use rounds per turn")
+    prices: dict[str, Price] = Field(default_factory=dict, description="per million tokens, per model id")
+
+    def price(self, model: str) -> Price | None:
+        """The configured price of `model`, else the list price of its family (a dated id such as
+        claude-sonnet-4-5-20250929 is priced as claude-sonnet-4-5); None when unknown."""
+        if model in self.prices:
+            return self.prices[model]
+        for table in (self.prices, DEFAULT_PRICES):
+            for name in sorted(table, key=len, reverse=True):
+                if model.startswith(name):
+                    return table[name]
+        return None
 
 
 class SlackConfig(_Strict):
@@ -292,6 +328,28 @@ class EmailConfig(_Strict):
     from_: str | None = Field(alias="from")
 
 
+class Budget(_Strict):
+    """A spending limit: `tokens` (input, output and cache tokens together) or `cost` (in
+    `llm.prices` units), per `day` or `month` of the workspace's time zone."""
+
+    tokens: int | None = Field(default=None, ge=0)
+    cost: float | None = Field(default=None, ge=0)
+    period: Literal["day", "month"] = "month"
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> Budget:
+        if (self.tokens is None) == (self.cost is None):
+            raise ValueError("exactly one of tokens or cost")
+        return self
+
+
+class BudgetsConfig(_Strict):
+    workspace: Budget | None = None
+    members: dict[str, Budget] = Field(default_factory=dict)
+    people: dict[str, Budget] = Field(default_factory=dict)  # person id (or Slack user id), or `default`
+    warn_at: float = Field(default=0.9, gt=0, le=1, description="share of a budget used that warns once per period")
+
+
 class Config(_Strict):
     database_url: str = "sqlite:///teammates.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -307,6 +365,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tools: list[ToolConfig] = Field(default_factory=list)
     email: EmailConfig | None = None
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
 
     def member(self, member_id: str) -> MemberConfig:
         for member in self.members:
@@ -391,6 +450,9 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"{where}: tools: name {twice[0]!r} is used twice; names must be unique")
+    unknown = sorted(set(config.budgets.members) - set(ids))
+    if unknown:
+        raise ConfigError(f"{where}: budgets.members: no member {unknown[0]!r} (members: {', '.join(ids) or 'none configured'})")
     return LoadedConfig(config=config, path=path, unset=unset)
 
 

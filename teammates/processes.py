@@ -30,6 +30,7 @@ from jobs import runtime as job_runtime
 from jobs.builder import expiry as plan_expiry
 from jobs.runs.reconcile import reconcile as reconcile_runs
 from jobs.runtime import Runtime
+from jobs.spend import ledger as spend_ledger
 from storage.db import Database
 from teammates.config import LoadedConfig
 from teammates.runtime import prepare_database, slack_channels, worker_runtime
@@ -91,7 +92,8 @@ async def _reconcile_forever(rt: Runtime, every: float) -> None:
     redis = rt.redis
     while True:
         for what, part in (("schedules", lambda: schedules.reconcile(rt.db, redis)), ("runs", lambda: reconcile_runs(rt)),
-                           ("clicks", lambda: job_actions.sweep(rt.db, redis)), ("plans", lambda: plan_expiry.expire_due(rt.db, redis))):
+                           ("clicks", lambda: job_actions.sweep(rt.db, redis)), ("plans", lambda: plan_expiry.expire_due(rt.db, redis)),
+                           ("budgets", lambda: spend_ledger.release_expired(rt.db))):
             try:
                 await part()
             except Exception:  # noqa: BLE001

@@ -14,6 +14,7 @@ from sqlalchemy import inspect
 from agents.channels import Channel, ChannelProvider
 from jobs.queues import redis_from_url
 from jobs.runtime import Runtime, llm_client
+from jobs.spend import ledger as spend_ledger
 from storage import members
 from storage import secrets as secret_store
 from storage.db import Database
@@ -66,6 +67,7 @@ async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
             [p.model_dump() for p in config.people],
             [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy"}) for m in config.members],
         )
+        await spend_ledger.seed(session, config)
     if config.secrets_key:
         # Secrets stored in the first format (SHA-256 of the passphrase) move to v2 (scrypt, or
         # the key as a Fernet key) the first time a process starts with the key.

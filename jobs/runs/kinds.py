@@ -18,7 +18,7 @@ from agents.members import MemberProfile
 from agents.messages import MessageRef
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, known_tools, resolve
-from agents.turns import LlmUnavailable, TurnSettings, Usage, run_turn
+from agents.turns import LlmUnavailable, OverBudget, TurnSettings, run_turn
 from jobs import autonomy, pacing, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
@@ -26,6 +26,9 @@ from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
+from jobs.spend import limits as spend_limits
+from jobs.spend import tell as spend_tell
+from jobs.spend.meter import BudgetMeter
 from jobs.tool_effects import ToolEffects
 from jobs.workflows import templates
 from jobs.workflows.definition import (
@@ -38,7 +41,7 @@ from jobs.workflows.definition import (
     WaitStep,
     WorkflowDefinition,
 )
-from storage import activity, effects, members, usage
+from storage import activity, effects, members
 from storage import workflows as store
 from storage.models import utcnow
 
@@ -256,20 +259,22 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
                       user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run),
                       secrets=tool_secrets.reader(rt), gate=gate)
     llm = rt.loaded.config.llm
-
-    async def record_usage(u: Usage) -> None:
-        async with rt.db.session() as session:
-            await usage.record(session, member_id=member_id, user_id=None, conversation_id=None, run_id=run_id,
-                               workflow=definition.name, model=u.model, input_tokens=u.input_tokens,
-                               output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
-                               cache_write_tokens=u.cache_write_tokens)
-
+    platform = await _origin_platform(rt, run_id)
+    meter = BudgetMeter(rt, spend_limits.Payer(member_id, run_id, workflow=definition.name), mention=ctx.channel.mention, to_person=False)
     try:
         result = await run_turn(rt.llm, TurnSettings(model=llm.model, max_tokens=llm.max_tokens, max_iterations=llm.max_iterations),
                                 prompts.system_blocks(member, workspace, datetime.now(UTC), colleagues),
-                                [{"role": "user", "content": str(prompt)}], resolve(names), ctx, record_usage)
+                                [{"role": "user", "content": str(prompt)}], resolve(names), ctx, meter)
     except LlmUnavailable as exc:
         raise RuntimeError(f"LLM unavailable ({exc.kind})") from None
+    except OverBudget as exc:
+        # The requester and the admins hear it once per budget period, not once per step.
+        users = [*([origin.person] if origin is not None and origin.person else []), *spend_tell.admins(rt, platform)]
+        await spend_tell.once(rt, member_id, platform, users, f"out-{exc.scope}-{exc.period}",
+                              f"{definition.name} stopped at step {path!r}: {exc}")
+        raise StepFailure(f"step {path!r}: over budget: {exc}") from None
+    finally:
+        await spend_tell.warn_admins(rt, member_id, platform, meter.crossed)
     return result.text
 
 
