@@ -31,7 +31,8 @@ from jobs.runs.settings import RunSettings
 from jobs.runs.settings import settings as run_settings
 from jobs.runs.start import start_loaded
 from jobs.runtime import Runtime, current
-from jobs.workflows.definition import ScheduleTrigger
+from jobs.spend import ledger as spend_ledger
+from jobs.workflows.definition import AgentStep, ScheduleTrigger, iter_steps
 from storage import activity, members
 from storage import workflows as store
 from storage.db import Database
@@ -101,17 +102,26 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
         zone = await _default_zone(session)
         started: dict[int, tuple[str | None, list[Any], ScheduleTrigger]] = {}  # workflow -> run, its first steps
         own: tuple[Workflow, ScheduleTrigger] | None = None
+        broke: dict[str, str | None] = {}  # member -> why it cannot call the LLM now (None: it can)
         for wid in batch:
             if wid not in loaded:
                 continue
             workflow, document = loaded[wid]
-            trigger = cached_version(session, wid, workflow.active_version, document).trigger
+            definition = cached_version(session, wid, workflow.active_version, document)
+            trigger = definition.trigger
             if not isinstance(trigger, ScheduleTrigger):
                 continue
             if wid == workflow_id:
                 own = (workflow, trigger)
             if busy.get(wid):
                 continue  # the overlap policy decides: its own job (this one, below, for this workflow)
+            if any(isinstance(step, AgentStep) for _, step in iter_steps(definition)):
+                if workflow.member_id not in broke:
+                    broke[workflow.member_id] = await spend_ledger.out_of_budget(session, rt.loaded.config, workflow.member_id)
+                if broke[workflow.member_id]:  # a run that needs the LLM would only fail: the slot is skipped, saying why
+                    await _skip_in(session, workflow, slot_epoch, f"over budget: {broke[workflow.member_id]}")
+                    started[wid] = (None, [], trigger)
+                    continue
             run_id, to_queue = await start_loaded(session, workflow, "schedule", {}, slot=slot_epoch, settings=run_settings(rt),
                                                   origin=scheduled_origin(workflow))
             started[wid] = (run_id, to_queue, trigger)
@@ -188,15 +198,19 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
 
 async def _record_skipped(db: Database, workflow: Workflow, slot_epoch: int, why: str) -> None:
     async with db.session() as session:
-        run_id = await store.create_run(session, workflow, "schedule", {}, slot=slot_epoch,
-                                        origin=scheduled_origin(workflow).to_json())
-        if run_id is None:
-            return
-        await store.finish_run(session, run_id, "skipped", error=why)
-        await activity.record(session, member_id=workflow.member_id, actor_type="system", actor_id="scheduler",
-                              action="slot_skipped", description=f"{workflow.name}: slot {datetime.fromtimestamp(slot_epoch, UTC):%Y-%m-%d %H:%M} UTC skipped: {why}",
-                              entity_type="workflow", entity_id=workflow.name, run_id=run_id)
-    log.info("%s: slot %s skipped: %s", workflow.name, slot_epoch, why, extra={"workflow": workflow.name})
+        await _skip_in(session, workflow, slot_epoch, why)
+
+
+async def _skip_in(session: Any, workflow: Workflow, slot_epoch: int, why: str) -> None:
+    """The slot's run, recorded as skipped with its reason (once: the slot is unique)."""
+    run_id = await store.create_run(session, workflow, "schedule", {}, slot=slot_epoch, origin=scheduled_origin(workflow).to_json())
+    if run_id is None:
+        return
+    await store.finish_run(session, run_id, "skipped", error=why)
+    await activity.record(session, member_id=workflow.member_id, actor_type="system", actor_id="scheduler",
+                          action="slot_skipped", description=f"{workflow.name}: slot {datetime.fromtimestamp(slot_epoch, UTC):%Y-%m-%d %H:%M} UTC skipped: {why}",
+                          entity_type="workflow", entity_id=workflow.name, run_id=run_id)
+    log.info("%s: slot %s skipped: %s", workflow.name, slot_epoch, why, extra={"workflow": workflow.name, "run_id": run_id})
 
 
 async def reconcile(db: Database, redis: Redis, now: datetime | None = None) -> int:
