@@ -84,6 +84,8 @@ def test_a_member_budget_for_five_turns_answers_five_of_twenty_concurrent_people
     assert "Nova's monthly budget" in refusal and f"{5 * PER_CALL:,} tokens" in refusal
     assert "It resets on 1 " in refusal and "Europe/Amsterdam" in refusal
     assert "<@U0ANA00001>" in refusal, "it says who can raise it"
+    warned = [p for p in stack.slack.posts_by(NOVA["token"]) if p["text"].startswith("Heads-up: Nova's monthly budget")]
+    assert len(warned) == 1 and "100% used" in warned[0]["text"], "the admin is warned once, at warn_at (90%)"
 
     raised = stack.cli("budget", "set", "member:nova", "--tokens", str(7 * PER_CALL), "--period", "month")
     assert raised.returncode == 0, raised.stderr
@@ -100,6 +102,10 @@ def test_a_persons_budget_stops_their_flood_while_someone_else_is_still_answered
     assert [s.startswith("Sure.") for s in said] == [True, True, True, False, False]
     assert "your daily budget" in said[3] and "It resets at midnight tonight (Europe/Amsterdam time)" in said[3]
     assert len(calls(stack)) == 3
+    from tests.test_turns import activity_rows
+
+    [feed] = activity_rows(stack, "budget_exhausted")  # two refusals, one line in the feed
+    assert "Ana's daily budget" in feed["description"]
     bob_dm = "D0NOVABOB1"
     stack.slack.add_im(bob_dm, BOB, NOVA["user"])
     assert ask(stack, BOB, bob_dm, "hello, is it my turn?") == "Sure."
@@ -251,3 +257,35 @@ def test_periods_turn_over_at_midnight_and_on_the_first_of_the_month_in_the_work
     assert periods.resets_at("month", zone, before).isoformat() == "2027-01-01T00:00:00+01:00"
     assert periods.words(periods.resets_at("day", zone, before), before) == "at midnight tonight (Europe/Amsterdam time)"
     assert periods.words(periods.resets_at("month", zone, after), after) == "on 1 February 2027 at 00:00 (Europe/Amsterdam time)"
+
+
+def test_a_reservation_whose_process_died_is_released_and_counted_as_used(database_url: str) -> None:
+    from jobs.spend import ledger
+    from storage import budgets
+    from storage.budgets import Claim, Limit
+    from storage.db import Database
+
+    limit = Limit("member:nova", "tokens", 1000.0, "month")
+    claim = Claim(limit, "2026-12")
+
+    async def main() -> tuple[list[str], float, int]:
+        db = Database(database_url)
+        try:
+            async with db.session() as session:
+                await budgets.reserve(session, "dead", [claim], 600, 0.0, datetime.now(UTC) - timedelta(seconds=1))
+            refused = []
+            try:
+                async with db.session() as session:
+                    await budgets.reserve(session, "next", [claim], 600, 0.0, datetime.now(UTC) + timedelta(minutes=5))
+            except budgets.DoesNotFit as exc:
+                refused.append(exc.claim.limit.scope)
+            released = await ledger.release_expired(db)
+            async with db.session() as session:
+                row = (await budgets.use(session, [("member:nova", "2026-12")]))[("member:nova", "2026-12")]
+            return refused, row.used("tokens") + row.reserved("tokens"), released
+        finally:
+            await db.close()
+
+    refused, held, released = asyncio.run(main())
+    assert refused == ["member:nova"], "600 + 600 does not fit 1000: nothing of the second reservation stays"
+    assert released == 1 and held == 600, "the dead call's worst case counts as used, no longer as in flight"

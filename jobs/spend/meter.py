@@ -28,7 +28,7 @@ from typing import Any
 from agents.turns import OverBudget, Usage
 from jobs.runtime import Runtime
 from jobs.spend import limits, notices, prices
-from storage import budgets, usage
+from storage import activity, budgets, effects, usage
 from storage.budgets import Claim
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class BudgetMeter:
                 use = (await budgets.use(session, [(failed.limit.scope, failed.period)]))[(failed.limit.scope, failed.period)]
             need = tokens if failed.limit.metric == "tokens" else cost
             if use.used(failed.limit.metric) + need > failed.limit.amount or asyncio.get_running_loop().time() > deadline:
-                log.info("LLM call refused: budget %s (%s) has no room", failed.limit.scope, failed.period,
-                         extra={"run_id": self.payer.run_id, "member": self.payer.member_id})
+                await self._refused(failed)
                 raise OverBudget(notices.refusal(failed.limit, config, self.mention, to_person=self.to_person, now=now),
                                  failed.limit.scope, failed.period)
             await asyncio.sleep(0.05 + random.random() * 0.1)  # calls in flight settle: then it may fit
@@ -99,6 +98,23 @@ class BudgetMeter:
             if crossed:
                 rows = await budgets.use(session, [(c.limit.scope, c.period) for c in crossed])
                 self.crossed += [(c, rows[(c.limit.scope, c.period)].used(c.limit.metric)) for c in crossed]
+
+    async def _refused(self, claim: Claim) -> None:
+        """Logged every time; in the activity feed once per budget and period."""
+        config, payer = self.rt.loaded.config, self.payer
+        log.info("LLM call refused: budget %s (%s) has no room", claim.limit.scope, claim.period,
+                 extra={"run_id": payer.run_id, "member": payer.member_id, "workflow": payer.workflow or "-"})
+        async with self.rt.db.session() as session:
+            _, first = await effects.begin_with(session, f"budget-exhausted-{claim.limit.scope}-{claim.period}"[:200], "notice",
+                                                {"scope": claim.limit.scope, "period": claim.period})
+            if first:
+                name = notices.budget_name(claim.limit, config, to_person=False)
+                await activity.record(session, member_id=payer.member_id, actor_type="system", actor_id="budget",
+                                      action="budget_exhausted",
+                                      description=f"{name} ({notices.amount(claim.limit, claim.limit.amount, config.workspace.currency)}) "
+                                                  "is used up: calls it bounds are refused until it resets or an admin raises it",
+                                      entity_type="budget", entity_id=claim.limit.scope, run_id=payer.run_id,
+                                      details={"scope": claim.limit.scope, "period": claim.period})
 
     async def _try(self, ticket: Ticket, tokens: int, cost: float) -> Claim | None:
         """Reserve in every ledger or in none; the claim that had no room, if any."""
