@@ -453,6 +453,11 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     unknown = sorted(set(config.budgets.members) - set(ids))
     if unknown:
         raise ConfigError(f"{where}: budgets.members: no member {unknown[0]!r} (members: {', '.join(ids) or 'none configured'})")
+    budgets = config.budgets
+    priced = [b for b in [budgets.workspace, *budgets.members.values(), *budgets.people.values()] if b is not None and b.cost is not None]
+    if priced and config.llm.price(config.llm.model) is None:
+        raise ConfigError(f"{where}: budgets: a cost budget needs the price of {config.llm.model!r}: add it to llm.prices "
+                          "(input, output per million tokens), or give the budget in tokens")
     return LoadedConfig(config=config, path=path, unset=unset)
 
 

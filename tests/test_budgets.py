@@ -289,3 +289,23 @@ def test_a_reservation_whose_process_died_is_released_and_counted_as_used(databa
     refused, held, released = asyncio.run(main())
     assert refused == ["member:nova"], "600 + 600 does not fit 1000: nothing of the second reservation stays"
     assert released == 1 and held == 600, "the dead call's worst case counts as used, no longer as in flight"
+
+
+def test_a_budget_the_product_cannot_enforce_is_a_clear_config_error(tmp_path: Any) -> None:
+    import pytest
+
+    from teammates.config import ConfigError, load
+
+    cases = {
+        "budgets: {workspace: {cost: 10, tokens: 5}}": "budgets.workspace: expected exactly one of tokens or cost",
+        "budgets: {members: {zed: {tokens: 1}}}": "budgets.members: no member 'zed'",
+        "llm: {model: claude-test-model}\nbudgets: {workspace: {cost: 10}}": "a cost budget needs the price of 'claude-test-model'",
+    }
+    for text, expected in cases.items():
+        path = tmp_path / "teammates.yml"
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError) as caught:
+            load(str(path), env={})
+        assert expected in str(caught.value)
+    path.write_text("llm: {model: claude-sonnet-4-5-20250929}\nbudgets: {workspace: {cost: 10}}\n")
+    assert load(str(path), env={}).config.llm.price("claude-sonnet-4-5-20250929") is not None, "a dated id has its family's list price"
