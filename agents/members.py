@@ -24,4 +24,8 @@ class MemberProfile:
     persona: str = ""
     tools: tuple[str, ...] = field(default_factory=tuple)
     autonomy: str = "approve"
-    status: str = "active"
+    status: str = "active"  # active | paused
+    approvals_channel: str | None = None
+    activity_channel: str | None = None
+    timezone: str | None = None
+    paused_by: str | None = None

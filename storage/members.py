@@ -18,7 +18,7 @@ from storage.models import Member, Person
 from storage.models import Workspace as WorkspaceRow
 
 WORKSPACE_ID = "default"
-SEEDED_FIELDS = ("name", "role", "description", "persona", "tools", "autonomy")
+SEEDED_FIELDS = ("name", "role", "description", "persona", "tools", "autonomy", "channels", "timezone")
 
 
 async def seed(session: AsyncSession, workspace: Mapping[str, Any], people: Iterable[Mapping[str, Any]], members: Iterable[Mapping[str, Any]]) -> None:
@@ -79,4 +79,8 @@ def _profile(row: Member) -> MemberProfile:
         tools=tuple(row.tools or ()),
         autonomy=row.autonomy,
         status=row.status,
+        approvals_channel=(row.channels or {}).get("approvals"),
+        activity_channel=(row.channels or {}).get("activity"),
+        timezone=row.timezone,
+        paused_by=row.paused_by if row.status == "paused" else None,
     )

@@ -107,8 +107,12 @@ class Member(Base):
     persona: Mapped[str] = mapped_column(Text, default="")
     tools: Mapped[list[Any]] = mapped_column(default=list)
     autonomy: Mapped[str] = mapped_column(String(16), default="approve")
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | paused
     slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    channels: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)  # {approvals, activity}
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    paused_by: Mapped[str | None] = mapped_column(String(64))
+    paused_at: Mapped[datetime | None] = mapped_column()
     file_values: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -65,7 +65,8 @@ async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
             session,
             config.workspace.model_dump(),
             [p.model_dump() for p in config.people],
-            [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy"}) for m in config.members],
+            [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy", "channels", "timezone"})
+             for m in config.members],
         )
         await spend_ledger.seed(session, config)
     if config.secrets_key:
