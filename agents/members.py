@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -28,4 +29,5 @@ class MemberProfile:
     approvals_channel: str | None = None
     activity_channel: str | None = None
     timezone: str | None = None
-    paused_by: str | None = None
+    paused_by: str | None = None  # who paused it (a person id, else a platform user id), while paused
+    paused_at: datetime | None = None

@@ -49,6 +49,7 @@ class UserInfo:
     email: str | None = None
     timezone: str | None = None
     is_bot: bool = False
+    is_admin: bool = False  # an admin or owner of the platform's workspace (not the config's `admins:`)
 
 
 @dataclass(frozen=True)

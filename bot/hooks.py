@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jobs import pauses
 from jobs.runs import queueing
 from jobs.runs.inputs import InputError
 from jobs.runs.origin import Origin
@@ -104,6 +105,10 @@ async def webhook(request: web.Request) -> web.Response:
     # Authenticated: from here on the sender may learn what is wrong with its request.
     if workflow.status != "active":
         return web.json_response({"error": f"workflow {name!r} is paused"}, status=409)
+    async with db.session() as session:
+        halted = await pauses.refusal(session, None, workflow.member_id)
+    if halted:
+        return web.json_response({"error": halted}, status=409)
     try:
         payload = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

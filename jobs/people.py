@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agents.channels import Channel
+from agents.channels import Channel, ChannelError
 from teammates.config import Config
 
 
@@ -20,11 +20,12 @@ class People:
     admins: tuple[str, ...] = ()
     # person id -> {platform: user id}
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    workspace_admins: bool = False  # `slack.admins_from_workspace`: Slack's admins and owners are admins too
 
     @classmethod
     def from_config(cls, config: Config) -> People:
         accounts = {p.id: {k: v for k, v in (("slack", p.slack), ("teams", p.teams)) if v} for p in config.people}
-        return cls(admins=tuple(config.admins), accounts=accounts)
+        return cls(admins=tuple(config.admins), accounts=accounts, workspace_admins=config.slack.admins_from_workspace)
 
     def user_id(self, who: str, platform: str = "slack") -> str:
         """The platform user id of a person id; anything else is taken to be one already."""
@@ -42,7 +43,21 @@ class People:
         return who == user_id or self.user_id(who, platform) == user_id or who == self.person_of(user_id, platform)
 
     def is_admin(self, user_id: str, platform: str = "slack") -> bool:
+        """An admin by the config's `admins:` (what every rule without a channel at hand uses)."""
         return any(self.same(admin, user_id, platform) for admin in self.admins)
+
+    async def may_administer(self, user_id: str, platform: str, channel: Channel | None) -> bool:
+        """An admin by `admins:`, or — with `slack.admins_from_workspace` on — a Slack workspace
+        admin or owner, asked of Slack now (users.info: a demoted admin loses it at once)."""
+        if self.is_admin(user_id, platform):
+            return True
+        if not self.workspace_admins or platform != "slack" or channel is None:
+            return False
+        try:
+            info = await channel.lookup_user(user_id)
+        except ChannelError:
+            return False  # Slack cannot say: not an admin (never the other way round)
+        return info is not None and info.is_admin
 
     async def any_is(self, specs: Iterable[str], user_id: str, channel: Channel | None, platform: str = "slack") -> bool:
         """Is `user_id` one of `specs` (people, platform users, or members of a user group)?"""

@@ -23,7 +23,7 @@ from redis import Redis
 from rq.exceptions import DuplicateJobError
 from rq.registry import ScheduledJobRegistry
 
-from jobs import loop, queues
+from jobs import loop, pauses, queues
 from jobs.runs import queueing
 from jobs.runs.definitions import cached_version
 from jobs.runs.origin import Origin, Via
@@ -103,6 +103,7 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
         started: dict[int, tuple[str | None, list[Any], ScheduleTrigger]] = {}  # workflow -> run, its first steps
         own: tuple[Workflow, ScheduleTrigger] | None = None
         broke: dict[str, str | None] = {}  # member -> why it cannot call the LLM now (None: it can)
+        halted: dict[str, str | None] = {}  # member -> its pause in words (None: active)
         for wid in batch:
             if wid not in loaded:
                 continue
@@ -115,6 +116,12 @@ async def fire(rt: Runtime, workflow_id: int, slot_epoch: int) -> str:
                 own = (workflow, trigger)
             if busy.get(wid):
                 continue  # the overlap policy decides: its own job (this one, below, for this workflow)
+            if workflow.member_id not in halted:
+                halted[workflow.member_id] = await pauses.refusal(session, rt.loaded.config, workflow.member_id)
+            if halted[workflow.member_id]:  # a paused member's slots are skipped, saying why; resuming fires the next
+                await _skip_in(session, workflow, slot_epoch, str(halted[workflow.member_id]))
+                started[wid] = (None, [], trigger)
+                continue
             if any(isinstance(step, AgentStep) for _, step in iter_steps(definition)):
                 if workflow.member_id not in broke:
                     broke[workflow.member_id] = await spend_ledger.out_of_budget(session, rt.loaded.config, workflow.member_id)
@@ -181,6 +188,11 @@ async def start_slot(db: Database, redis: Redis, workflow: Workflow, trigger: Sc
     `skip` records the slot as skipped, `queue` tries again shortly (the slot runs after the
     current run), `allow` starts it anyway. Without `settings` (the web process's catch-up)
     the run's first advance is a worker's job: templates never render in the web process."""
+    async with db.session() as session:
+        halted = await pauses.refusal(session, None, workflow.member_id)
+    if halted:
+        await _record_skipped(db, workflow, slot_epoch, halted)
+        return f"skipped: {halted}"
     if busy and trigger.overlap == "skip":
         await _record_skipped(db, workflow, slot_epoch, "the previous run was still going")
         return "skipped: previous run still going"

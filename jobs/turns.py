@@ -35,7 +35,7 @@ from agents.messages import RETRY_TURN_ACTION, Button, MessageRef
 from agents.tools.context import HistoryLine, ToolContext
 from agents.tools.registry import resolve
 from agents.turns import LlmUnavailable, OverBudget, TurnSettings, history_to_messages, run_turn
-from jobs import capacity, confirm, intake, loop, tool_secrets
+from jobs import capacity, confirm, intake, loop, pauses, tool_secrets
 from jobs.builder import plans
 from jobs.builder import tools as builder_tools
 from jobs.people import People
@@ -191,8 +191,11 @@ async def _reply(rt: Runtime, turn: _Turn) -> str:
         return await _finish(rt, turn, channel, str(text), landed, posted=False)
     if not text:
         await _quietly(channel.set_working(_message(last)), extra)
+        # A paused member says so, and who paused it (no LLM call, no plan started).
+        generated = await pauses.answer_if_paused(rt, lead.member_id, channel)
         # A typed "yes" to an open plan starts it, as its Start button would (no LLM call).
-        generated = await plans.typed_start(rt, lead.member_id, lead.platform, turn.reply_to, last.user_id, last.text)
+        if generated is None:
+            generated = await plans.typed_start(rt, lead.member_id, lead.platform, turn.reply_to, last.user_id, last.text)
         if generated is None:
             generated = await _generate(rt, turn, channel, extra)
         if generated is None:

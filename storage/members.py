@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.members import MemberProfile, Workspace
 from storage.inserts import insert_or_ignore
-from storage.models import Member, Person
+from storage.models import Member, Person, utcnow
 from storage.models import Workspace as WorkspaceRow
 
 WORKSPACE_ID = "default"
@@ -83,4 +83,30 @@ def _profile(row: Member) -> MemberProfile:
         activity_channel=(row.channels or {}).get("activity"),
         timezone=row.timezone,
         paused_by=row.paused_by if row.status == "paused" else None,
+        paused_at=row.paused_at if row.status == "paused" else None,
     )
+
+
+async def pause(session: AsyncSession, member_id: str, by: str) -> bool:
+    """Pause an active member; False when it is paused already (or unknown). Guarded on the
+    status, so of two admins pausing at once one pauses and the other is told it was."""
+    result = await session.execute(
+        update(Member).where(Member.id == member_id, Member.status == "active")
+        .values(status="paused", paused_by=by[:64], paused_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def resume(session: AsyncSession, member_id: str) -> bool:
+    """Resume a paused member; False when it was not paused."""
+    result = await session.execute(
+        update(Member).where(Member.id == member_id, Member.status == "paused")
+        .values(status="active", paused_by=None, paused_at=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def paused_ids(session: AsyncSession) -> set[str]:
+    """The members paused now (one small query: checked before starting runs)."""
+    rows = await session.execute(select(Member.id).where(Member.status == "paused"))
+    return {str(r) for r in rows.scalars()}

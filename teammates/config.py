@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_MODEL = "claude-sonnet-4-5"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MEMBER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_SLASH_COMMAND = re.compile(r"/[a-z0-9_.-]{1,31}")
 
 
 class ConfigError(Exception):
@@ -76,6 +77,7 @@ class MemberConfig(_Strict):
     tools: list[str] = Field(default_factory=list)
     autonomy: Literal["notify", "approve", "auto"] = "approve"
     timezone: str | None = None  # for schedules built from chat when the person's is unknown
+    slash_command: str | None = None  # the member's slash command; None: `/<id>` (see `command`)
     channels: MemberChannels = Field(default_factory=MemberChannels)
     limits: MemberLimits = Field(default_factory=MemberLimits)
     slack: SlackCredentials | None = None
@@ -92,6 +94,18 @@ class MemberConfig(_Strict):
         if not _MEMBER_ID.match(value):
             raise ValueError("a url-safe id: lowercase letters, digits, '-' or '_'")
         return value
+
+    @field_validator("slash_command")
+    @classmethod
+    def _command_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _SLASH_COMMAND.fullmatch(value):
+            raise ValueError(f"a slash command: '/' then up to 31 lowercase letters, digits, '-' or '_', not {value!r}")
+        return value
+
+    @property
+    def command(self) -> str:
+        """The member's slash command as Slack sends it: `slash_command`, else `/<id>`."""
+        return self.slash_command or f"/{self.id}"
 
 
 def _zone(value: str | None) -> str | None:
@@ -173,6 +187,7 @@ class LlmConfig(_Strict):
 
 class SlackConfig(_Strict):
     api_url: str = "https://slack.com/api/"
+    admins_from_workspace: bool = Field(default=False, description="Slack workspace admins and owners count as admins")
 
     @field_validator("api_url")
     @classmethod

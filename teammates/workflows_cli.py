@@ -14,6 +14,7 @@ from typing import Any
 
 from jobs import schedules
 from jobs.autonomy import team_conversations
+from jobs.pauses import MemberPaused
 from jobs.people import People
 from jobs.queues import redis_from_url
 from jobs.runs.approvals import refresh as refresh_approval
@@ -144,6 +145,8 @@ async def run_now(loaded: LoadedConfig, name: str, pairs: list[str], say: Say, a
             raise ConfigError(str(exc).strip("'\"")) from None
         except InputError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+        except MemberPaused as exc:
+            raise ConfigError(str(exc)) from None
     say(str(run_id))
 
 

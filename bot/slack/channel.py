@@ -195,6 +195,7 @@ class SlackChannel:
             email=profile.get("email"),
             timezone=user.get("tz"),
             is_bot=bool(user.get("is_bot")),
+            is_admin=bool(user.get("is_admin") or user.get("is_owner")),
         )
 
     async def _card_call(self, method: str, card: Card, **kwargs: Any) -> Any:

@@ -19,6 +19,7 @@ from agents.tools.registry import Tool, ToolError
 from jobs import schedules
 from jobs.builder import plans, words
 from jobs.builder.plans import may_manage
+from jobs.pauses import MemberPaused
 from jobs.people import People
 from jobs.runs.approvals import refresh
 from jobs.runs.cancel import NotCancellable, cancel_run
@@ -135,6 +136,8 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
             run_id = await start_run(rt.db, rt.redis, args.name, "manual", args.inputs, settings=run_settings(rt), origin=origin)
         except InputError as exc:
             raise ToolError(f"inputs: {exc}") from None
+        except MemberPaused as exc:
+            raise ToolError(f"{exc}; tell the person") from None
         return {"run_id": run_id, "status": "started"}
 
     async def cancel_a_run(ctx: ToolContext, args: CancelRunInput) -> dict[str, Any]:

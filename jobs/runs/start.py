@@ -10,6 +10,8 @@ from typing import Any
 
 from redis import Redis
 
+from jobs import pauses
+from jobs.pauses import MemberPaused
 from jobs.runs import queueing, secrets
 from jobs.runs.advance import Queued, advance_run
 from jobs.runs.definitions import cached_version, load_version
@@ -17,7 +19,7 @@ from jobs.runs.inputs import InputError, resolve_inputs
 from jobs.runs.origin import Origin
 from jobs.runs.settings import RunSettings
 from jobs.workflows.definition import EventTrigger
-from storage import activity
+from storage import activity, members
 from storage import workflows as store
 from storage.db import Database
 from storage.models import WorkflowRun
@@ -37,11 +39,15 @@ async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str
                     slot: int | None = None, settings: RunSettings | None = None, *, defer: bool = False,
                     origin: Origin | None = None) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
-    that schedule slot already has a run. `defer`, `origin`: see `start_loaded`."""
+    that schedule slot already has a run. `defer`, `origin`: see `start_loaded`. A paused
+    member's workflow raises `MemberPaused` (nothing is written)."""
     async with db.session() as session:
         workflow = await store.by_name(session, workflow_name)
         if workflow is None:
             raise LookupError(f"no workflow named {workflow_name!r}")
+        halted = await pauses.refusal(session, None, workflow.member_id)
+        if halted:
+            raise MemberPaused(f"{workflow_name} does not run: {halted}")
         run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer, origin=origin)
     queueing.enqueue_steps(redis, run_id, to_queue)
     return run_id
@@ -112,7 +118,10 @@ async def publish_in(session: Any, name: str, member: str | None, payload: dict[
     `defer`: their first advance is a job (no template renders in the caller's transaction)."""
     started: Started = []
     origin = Origin.inherited(parent_origin, "event")
+    halted = await members.paused_ids(session)  # a paused member's workflows do not fire
     for workflow, document in await store.active_definitions(session):
+        if workflow.member_id in halted:
+            continue
         definition = cached_version(session, workflow.id, workflow.active_version, document)
         trigger = definition.trigger
         if not (isinstance(trigger, EventTrigger) and trigger.event.name == name and trigger.event.member in (None, member)):
