@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from agents.messages import Button, Card, Form, MessageRef, UserInfo
+from agents.messages import Button, Card, Form, MessageRef, Page, UserInfo
 
 
 class ChannelError(Exception):
@@ -73,6 +73,16 @@ class Channel(Protocol):
 
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
         """A private notice only `user_id` sees, in `where`'s conversation (else a DM)."""
+        ...
+
+    async def show(self, where: MessageRef | None, user_id: str, page: Page) -> None:
+        """`notice` with structure: a page only `user_id` sees, in `where`'s conversation (else
+        in their private conversation with the member)."""
+        ...
+
+    async def publish_home(self, user_id: str, page: Page) -> None:
+        """Show `page` as the member's home tab for the person `user_id` (replacing what it
+        showed them before). Raises `ChannelError` where the platform has no such tab."""
         ...
 
     async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:

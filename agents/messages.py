@@ -189,3 +189,25 @@ PLAN_CHANGE_ACTION = "plan.change"  # back to the conversation with the draft
 PLAN_CANCEL_ACTION = "plan.cancel"  # the draft is discarded
 EFFECT_CONFIRM_ACTION = "effect.confirm"  # "Post it" on a member's ask-first card (jobs/confirm.py)
 EFFECT_DECLINE_ACTION = "effect.decline"  # "Don't" on that card
+COMMAND_ACTION = "console.command"  # the member's slash command (`/nova status`): its text is the object
+HOME_ACTION = "console.home"  # a person opened the member's home tab: publish it for them
+WORKFLOW_PAUSE_ACTION = "workflow.pause"  # a workflow's Pause / Resume / Run now buttons (value: its name)
+WORKFLOW_RESUME_ACTION = "workflow.resume"
+WORKFLOW_RUN_ACTION = "workflow.run"
+
+
+@dataclass(frozen=True)
+class Page:
+    """Several cards shown as one: a private answer to a command, or a member's home tab.
+    `text` is the fallback for notifications and screen readers; `note` a last line under the
+    cards (what was left out, where to see more)."""
+
+    text: str
+    cards: tuple[Card, ...] = ()
+    note: str = ""
+
+
+HOME_TAB = MessageRef("app_home")
+"""Where a click on a member's home tab was: no conversation (platform ids are never this).
+A notice meant for it goes to the person privately; a job that handled such a click publishes
+the tab again, so what changed shows where the person is looking."""

@@ -45,7 +45,8 @@ def slack_apps(loaded: LoadedConfig, inbox: Inbox) -> dict[str, AsyncApp]:
             log.warning("member %s is not served on Slack: %s not set", member.id, " and ".join(gaps), extra={"member": member.id})
             continue
         assert member.slack and member.slack.bot_token and member.slack.signing_secret
-        apps[member.id] = member_app(member.id, member.slack.bot_token, member.slack.signing_secret, config.slack.api_url, inbox)
+        apps[member.id] = member_app(member.id, member.slack.bot_token, member.slack.signing_secret, config.slack.api_url, inbox,
+                                     config)
     return apps
 
 

@@ -25,8 +25,11 @@ from agents.channels import ChannelError
 from agents.messages import (
     APPROVE_ACTION,
     APPROVE_ALL_ACTION,
+    COMMAND_ACTION,
     EDIT_ACTION,
     EDITED_FORM,
+    HOME_ACTION,
+    HOME_TAB,
     PLAN_CANCEL_ACTION,
     PLAN_CHANGE_ACTION,
     PLAN_START_ACTION,
@@ -34,6 +37,9 @@ from agents.messages import (
     REJECTED_FORM,
     RETRY_TURN_ACTION,
     VIEW_ACTION,
+    WORKFLOW_PAUSE_ACTION,
+    WORKFLOW_RESUME_ACTION,
+    WORKFLOW_RUN_ACTION,
     Form,
     InboundAction,
 )
@@ -51,8 +57,9 @@ ACTION_JOB = "jobs.actions.handle_job"
 FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
 STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
 PLAN_ACTIONS = frozenset({PLAN_START_ACTION, PLAN_CHANGE_ACTION, PLAN_CANCEL_ACTION})
+CONSOLE_ACTIONS = frozenset({COMMAND_ACTION, HOME_ACTION, WORKFLOW_PAUSE_ACTION, WORKFLOW_RESUME_ACTION, WORKFLOW_RUN_ACTION})
 RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION,
-                              *PLAN_ACTIONS, *confirm.ACTIONS})
+                              *PLAN_ACTIONS, *confirm.ACTIONS, *CONSOLE_ACTIONS})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -99,12 +106,40 @@ async def handle(rt: Runtime, action_id: int) -> str:
         outcome = await plans.act(rt, action)
     elif action.action in confirm.ACTIONS:
         outcome = await confirm.act(rt, action)
+    elif action.action in CONSOLE_ACTIONS:
+        outcome = await _console(rt, action)
     else:
         outcome = f"unknown action {action.action}"
+    if action.where == HOME_TAB and action.action != HOME_ACTION:
+        outcome += "; home tab " + await _republish(rt, action)
     log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)
     async with rt.db.session() as session:
         await actions.finish(session, action_id, "done", outcome)
     return outcome
+
+
+async def _console(rt: Runtime, action: InboundAction) -> str:
+    """The member's slash command, its home tab being opened, a workflow's buttons."""
+    # Imported here, like the builder: the web process that records these never loads them.
+    from jobs.console import commands, controls, home
+
+    if action.action == COMMAND_ACTION:
+        return await commands.answer(rt, action)
+    if action.action == HOME_ACTION:
+        return await home.publish(rt, action.member_id, action.user_id, action.platform)
+    return await controls.act(rt, action)
+
+
+async def _republish(rt: Runtime, action: InboundAction) -> str:
+    """After a click on the home tab, the tab again as it now stands. Never fails the click
+    (it was done): a tab not refreshed is refreshed when the person opens it next."""
+    from jobs.console import home
+
+    try:
+        return await home.publish(rt, action.member_id, action.user_id, action.platform)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("home tab not refreshed: %s", type(exc).__name__, extra={"member": action.member_id})
+        return "not refreshed"
 
 
 async def _retry_turn(rt: Runtime, action: InboundAction) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.members import WORKSPACE_ID
@@ -41,3 +41,11 @@ async def record_many(session: AsyncSession, entries: list[dict[str, Any]]) -> N
     work costs more than the rows)."""
     if entries:
         await session.execute(_INSERT, entries[0] if len(entries) == 1 else entries)
+
+
+async def recent(session: AsyncSession, member_id: str, limit: int = 10) -> list[Activity]:
+    """The member's latest feed rows, newest first."""
+    rows = await session.execute(
+        select(Activity).where(Activity.member_id == member_id).order_by(Activity.created_at.desc(), Activity.id.desc()).limit(limit)
+    )
+    return list(rows.scalars())

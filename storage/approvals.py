@@ -138,3 +138,12 @@ async def feedback(session: AsyncSession, member_id: str, workflow: str, limit: 
     )
     found = [r for r in rows.scalars() if r.status == "rejected" or any(d.get("edited") for d in r.decisions or [])]
     return found[:limit]
+
+
+async def pending_of_member(session: AsyncSession, member_id: str, limit: int = 200) -> list[Approval]:
+    """The member's pending requests, oldest first."""
+    rows = await session.execute(
+        select(Approval).where(Approval.member_id == member_id, Approval.status == "pending")
+        .order_by(Approval.created_at, Approval.id).limit(limit)
+    )
+    return list(rows.scalars())

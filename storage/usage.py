@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,3 +80,27 @@ async def totals_by_workflow(session: AsyncSession) -> dict[str, dict[str, int]]
                     "runs": int(n or 0)}
         for name, i, o, r, w, n in rows.all()
     }
+
+
+async def spent_since(session: AsyncSession, since: datetime, *, member_id: str | None = None,
+                      user_ids: list[str] | None = None) -> tuple[int, float]:
+    """(tokens, cost) of the LLM calls made since `since`, of one member and/or by some people
+    (their platform user ids); every billed token counts: input, output, cache reads and writes."""
+    query = select(func.sum(LlmUsage.input_tokens + LlmUsage.output_tokens + LlmUsage.cache_read_tokens
+                            + LlmUsage.cache_write_tokens), func.sum(LlmUsage.cost)).where(LlmUsage.created_at >= since)
+    if member_id is not None:
+        query = query.where(LlmUsage.member_id == member_id)
+    if user_ids is not None:
+        query = query.where(LlmUsage.user_id.in_(user_ids))
+    tokens, cost = (await session.execute(query)).one()
+    return int(tokens or 0), float(cost or 0.0)
+
+
+async def spent_by_member_since(session: AsyncSession, since: datetime) -> dict[str, tuple[int, float]]:
+    """member -> (tokens, cost) since `since`, for the members that made any call."""
+    rows = await session.execute(
+        select(LlmUsage.member_id, func.sum(LlmUsage.input_tokens + LlmUsage.output_tokens + LlmUsage.cache_read_tokens
+                                            + LlmUsage.cache_write_tokens), func.sum(LlmUsage.cost))
+        .where(LlmUsage.created_at >= since).group_by(LlmUsage.member_id)
+    )
+    return {str(m): (int(t or 0), float(c or 0.0)) for m, t, c in rows.all()}

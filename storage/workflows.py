@@ -340,3 +340,9 @@ async def stats(session: AsyncSession) -> dict[str, dict[str, Any]]:
 
 def _quantile(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+
+async def of_member(session: AsyncSession, member_id: str) -> list[Workflow]:
+    """The member's workflows (any status but deleted), by name."""
+    rows = await session.execute(select(Workflow).where(Workflow.member_id == member_id).order_by(Workflow.name))
+    return list(rows.scalars())

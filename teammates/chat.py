@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from agents.channels import Channel, ChannelError
-from agents.messages import Button, Card, Form, InboundMessage, MessageRef, UserInfo, task_lines
+from agents.messages import (
+    Button,
+    Card,
+    Form,
+    InboundMessage,
+    MessageRef,
+    Page,
+    UserInfo,
+    task_lines,
+)
 from jobs.runtime import Runtime, llm_client
 from jobs.turns import answer
 from storage.db import Database
@@ -81,6 +90,12 @@ class TerminalChannel:
 
     async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
         raise ChannelError("not_supported", "forms need Slack or Teams")
+
+    async def show(self, where: MessageRef | None, user_id: str, page: Page) -> None:
+        await self.post(where or MessageRef(""), "\n\n".join([page.text, *(card_text(c) for c in page.cards), page.note]).strip())
+
+    async def publish_home(self, user_id: str, page: Page) -> None:
+        raise ChannelError("not_supported", "a home tab needs Slack")
 
     async def group_members(self, group_id: str) -> list[str] | None:
         return None

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from agents.messages import Form, InboundAction, MessageRef
+from agents.messages import COMMAND_ACTION, HOME_TAB, Form, InboundAction, MessageRef
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ACTION = re.compile(r"[a-z_.]{1,64}")
@@ -62,6 +62,17 @@ def from_submission(member_id: str, body: dict[str, Any]) -> InboundAction | Non
                          object_id=meta["id"], user_id=str(user), where=where, values=values)
 
 
+def from_command(member_id: str, body: dict[str, Any]) -> InboundAction | None:
+    """A slash command (`/nova status`): its text is the object, the conversation it was typed
+    in is where the answer goes; `trigger_id` names the delivery (Slack sends a command once)."""
+    user, channel, trigger, text = body.get("user_id"), body.get("channel_id"), body.get("trigger_id"), body.get("text") or ""
+    if not _ok(_ID, user) or not _ok(_ID, channel) or not isinstance(text, str) or _trigger(body) is None or not isinstance(trigger, str):
+        return None
+    words = " ".join(text.split())[:_VALUE_LIMIT] or "help"
+    return InboundAction(member_id=member_id, platform="slack", key=f"command:{trigger}", action=COMMAND_ACTION, object_id=words,
+                         user_id=str(user), where=MessageRef(str(channel)), trigger=trigger)
+
+
 def form_metadata(form: Form, where: MessageRef | None) -> str:
     """What the modal keeps for its submission: the object, and where the click was."""
     meta: dict[str, Any] = {"id": form.object_id}
@@ -72,6 +83,9 @@ def form_metadata(form: Form, where: MessageRef | None) -> str:
 
 def _where(body: dict[str, Any]) -> MessageRef | None:
     container = body.get("container")
+    if isinstance(container, dict) and container.get("type") == "view":
+        view = body.get("view")
+        return HOME_TAB if isinstance(view, dict) and view.get("type") == "home" else None
     if not isinstance(container, dict) or container.get("type") != "message":
         return None
     channel, ts = container.get("channel_id"), container.get("message_ts")

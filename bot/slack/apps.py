@@ -19,16 +19,18 @@ from slack_bolt.response import BoltResponse
 from agents.channels import ChannelError
 from agents.messages import InboundAction
 from bot.inbox import Inbox
-from bot.slack.actions import from_click, from_submission
+from bot.slack.actions import from_click, from_command, from_submission
 from bot.slack.channel import SlackChannel, web_client
-from bot.slack.events import to_inbound
+from bot.slack.events import home_opened, to_inbound
 from jobs.actions import FORM_ACTIONS, form_for
+from jobs.console import forms
 from storage.recorder import RecorderBusy
+from teammates.config import Config
 
 log = logging.getLogger(__name__)
 
 
-def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str, inbox: Inbox) -> AsyncApp:
+def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str, inbox: Inbox, config: Config) -> AsyncApp:
     app = AsyncApp(
         name=f"teammates-{member_id}",
         signing_secret=signing_secret,
@@ -67,6 +69,32 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
         except ChannelError as exc:
             log.warning("form not opened: %s", exc.code, extra={"member": member_id})
 
+    async def on_command(ack: Any, body: dict[str, Any]) -> None:
+        """The member's slash command: recorded before the ack (Slack sends it once), answered
+        privately by a job within moments. `config` opens its form now, in this request."""
+        action = from_command(member_id, body)
+        if action is not None and forms.opens_form(action):
+            await _open_command_form(action)
+        elif action is not None:
+            await inbox.act(action)
+        await ack()
+
+    async def _open_command_form(action: InboundAction) -> None:
+        answer = await forms.form_for(inbox.db, config, action, channel)
+        try:
+            if isinstance(answer, str):
+                await channel.notice(action.where, action.user_id, answer)
+            elif action.trigger:
+                await channel.open_form(action.trigger, answer, action.where)
+        except ChannelError as exc:
+            log.warning("form not opened: %s", exc.code, extra={"member": member_id})
+
+    async def on_home_opened(body: dict[str, Any]) -> None:
+        """Recorded (a redelivery finds its row), then a job publishes the tab for the person."""
+        action = home_opened(member_id, body)
+        if action is not None:
+            await inbox.act(action)
+
     async def on_submit(ack: Any, body: dict[str, Any]) -> None:
         action = from_submission(member_id, body)
         if action is not None:
@@ -83,6 +111,8 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
     app.error(on_error)
     app.event("message")(on_message)
     app.event("app_mention")(on_message)
-    app.action(re.compile(r"^(retry_turn|(approval|plan|effect)\.[a-z_]+)$"))(on_click)
+    app.event("app_home_opened")(on_home_opened)
+    app.command(config.member(member_id).command)(on_command)
+    app.action(re.compile(r"^(retry_turn|(approval|plan|effect|workflow)\.[a-z_]+)$"))(on_click)
     app.view(re.compile(r"^approval\.[a-z_]+$"))(on_submit)
     return app

@@ -10,6 +10,7 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     ContextBlock,
+    DividerBlock,
     InputBlock,
     MarkdownTextObject,
     PlainTextInputElement,
@@ -22,7 +23,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from agents.messages import Button, Card, Form, Task, task_lines
+from agents.messages import Button, Card, Form, Page, Task, task_lines
 
 SECTION_LIMIT = 3000  # characters of one section's text
 COLLAPSED = 600  # a longer body is shown cut here, with its "more" button for the whole
@@ -121,6 +122,36 @@ def form_view(form: Form, metadata: str | None = None) -> dict[str, Any]:
         blocks=blocks or [SectionBlock(text=" ")],
     )
     return view.to_dict()
+
+
+MESSAGE_BLOCKS = 50  # Slack's most blocks in one message
+HOME_BLOCKS = 100  # ... and in one home tab
+
+
+def page_blocks(page: Page, limit: int = MESSAGE_BLOCKS) -> list[dict[str, Any]]:
+    """The cards of a page one after another, a divider between them, then its note. Cards
+    that would pass Slack's `limit` of blocks are left out and counted in the last line."""
+    blocks: list[dict[str, Any]] = []
+    if page.text:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(page.text, SECTION_LIMIT))).to_dict())
+    shown = 0
+    for card in page.cards:
+        more = ([DividerBlock().to_dict()] if blocks else []) + card_blocks(card, native_tasks=False)
+        if len(blocks) + len(more) > limit - 2:  # room for the last line
+            break
+        blocks += more
+        shown += 1
+    note = page.note
+    if shown < len(page.cards):
+        note = f"{len(page.cards) - shown} more not shown. " + note
+    if note:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cut(note.strip(), SECTION_LIMIT))]).to_dict())
+    return blocks or [SectionBlock(text=MarkdownTextObject(text=" ")).to_dict()]
+
+
+def home_view(page: Page) -> dict[str, Any]:
+    """A member's home tab (`views.publish`)."""
+    return View(type="home", blocks=page_blocks(page, HOME_BLOCKS)).to_dict()
 
 
 def _button(b: Button) -> ButtonElement:

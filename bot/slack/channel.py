@@ -20,9 +20,9 @@ from slack_sdk.models.metadata import Metadata
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.channels import ChannelError
-from agents.messages import Button, Card, Form, MessageRef, UserInfo
+from agents.messages import HOME_TAB, Button, Card, Form, MessageRef, Page, UserInfo
 from bot.slack.actions import form_metadata
-from bot.slack.blocks import buttons_blocks, card_blocks, form_view
+from bot.slack.blocks import buttons_blocks, card_blocks, form_view, home_view, page_blocks
 
 EFFECT_EVENT = "teammates_effect"
 WORKING_REACTION = "eyes"
@@ -35,6 +35,8 @@ FIND_EFFECT_MAX_MESSAGES = 300
 FIND_EFFECT_MAX_PAGES = 20
 FIND_EFFECT_BUDGET = 60.0
 _PAGE_LIMIT = 200  # Slack's recommended maximum; Tier 1 apps get 15 whatever they ask
+# Where an ephemeral cannot reach the person: they (or the member) are not in that channel.
+_UNREACHABLE = ("user_not_in_channel", "channel_not_found", "not_in_channel", "is_archived")
 
 
 def web_client(token: str, api_url: str) -> AsyncWebClient:
@@ -101,7 +103,7 @@ class SlackChannel:
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
         """chat.postEphemeral in the conversation; a DM when that cannot reach them (not in
         the channel, or no conversation at all)."""
-        if where is not None:
+        if where is not None and where != HOME_TAB:
             kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, "text": text}
             if where.thread:
                 kwargs["thread_ts"] = where.thread
@@ -109,9 +111,30 @@ class SlackChannel:
                 await self._call("chat_postEphemeral", **kwargs)
                 return
             except ChannelError as exc:
-                if exc.code not in ("user_not_in_channel", "channel_not_found", "not_in_channel", "is_archived"):
+                if exc.code not in _UNREACHABLE:
                     raise
         await self.notify(user_id, text)
+
+    async def show(self, where: MessageRef | None, user_id: str, page: Page) -> None:
+        """chat.postEphemeral with the page's blocks in the conversation (a slash command's
+        answer); a DM when the member cannot post there (a channel it is not in)."""
+        blocks = page_blocks(page)
+        if where is not None and where != HOME_TAB:
+            kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, "text": page.text, "blocks": blocks}
+            if where.thread:
+                kwargs["thread_ts"] = where.thread
+            try:
+                await self._call("chat_postEphemeral", **kwargs)
+                return
+            except ChannelError as exc:
+                if exc.code not in _UNREACHABLE:
+                    raise
+        opened = await self._call("conversations_open", users=user_id)
+        await self._call("chat_postMessage", channel=str(opened["channel"]["id"]), text=page.text, blocks=blocks)
+
+    async def publish_home(self, user_id: str, page: Page) -> None:
+        """views.publish with the member's own token: its App Home for that person."""
+        await self._call("views_publish", user_id=user_id, view=home_view(page))
 
     async def open_form(self, trigger: str, form: Form, where: MessageRef | None = None) -> None:
         """views.open; the modal remembers where the click was, for the answer to its submission."""

@@ -8,7 +8,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agents.messages import InboundMessage, MessageKind, MessageRef
+from agents.messages import (
+    HOME_ACTION,
+    HOME_TAB,
+    InboundAction,
+    InboundMessage,
+    MessageKind,
+    MessageRef,
+)
 
 # Subtypes that are still a person talking; every other subtype (edits, joins, bot posts,
 # deletions...) is not a message to answer.
@@ -85,3 +92,16 @@ def to_inbound(member_id: str, body: dict[str, Any], bot_user_id: str | None) ->
 
 def _matches(pattern: re.Pattern[str], value: Any) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def home_opened(member_id: str, body: dict[str, Any]) -> InboundAction | None:
+    """`app_home_opened` on the Home tab -> publish it for that person (the Messages tab, also
+    announced by this event, is not ours to draw)."""
+    event = body.get("event")
+    if not isinstance(event, dict) or event.get("type") != "app_home_opened" or event.get("tab") != "home":
+        return None
+    user, event_id = event.get("user"), body.get("event_id")
+    if not _matches(_ID, user) or not _matches(_EVENT_ID, event_id):
+        return None
+    return InboundAction(member_id=member_id, platform="slack", key=f"home:{event_id}", action=HOME_ACTION, object_id=str(user),
+                         user_id=str(user), where=HOME_TAB)

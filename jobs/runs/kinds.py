@@ -421,6 +421,12 @@ class _NoChannel:
     async def open_form(self, *_: Any) -> None:
         raise ChannelError("not_connected", self.reason)
 
+    async def show(self, *_: Any) -> None:
+        raise ChannelError("not_connected", self.reason)
+
+    async def publish_home(self, *_: Any) -> None:
+        raise ChannelError("not_connected", self.reason)
+
     async def group_members(self, *_: Any) -> list[str] | None:
         return None
 

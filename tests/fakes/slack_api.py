@@ -404,8 +404,9 @@ class FakeSlack:
         email: str | None = None,
         tz: str = "Europe/Amsterdam",
         is_bot: bool = False,
+        is_admin: bool = False,
     ) -> None:
-        """Register a workspace member (human unless is_bot)."""
+        """Register a workspace member (human unless is_bot; a workspace admin with is_admin)."""
         with self._lock:
             self._users[user_id] = {
                 "id": user_id,
@@ -414,6 +415,7 @@ class FakeSlack:
                 "email": email,
                 "tz": tz,
                 "is_bot": is_bot,
+                "is_admin": is_admin,
             }
 
     def add_channel(
@@ -1127,7 +1129,7 @@ class FakeSlack:
             "tz_label": label,
             "tz_offset": offset,
             "profile": profile,
-            "is_admin": False,
+            "is_admin": bool(user.get("is_admin")),
             "is_owner": False,
             "is_primary_owner": False,
             "is_restricted": False,
