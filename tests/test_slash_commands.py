@@ -201,9 +201,9 @@ def test_the_workflow_buttons_run_pause_and_resume_for_its_creator_or_an_admin_o
     assert listed(stack)["next_run"] is not None
 
 
-def listed(stack: Stack) -> Json:
-    [workflow] = json.loads(stack.cli("workflow", "list", "--json").stdout)
-    return dict(workflow)
+def listed(stack: Stack, name: str = "daily-report") -> Json:
+    """The workflow as `teammates workflow list --json` shows it."""
+    return dict(next(w for w in json.loads(stack.cli("workflow", "list", "--json").stdout) if w["name"] == name))
 
 
 def test_workspace_admins_are_admins_only_when_the_config_says_so(stack: Stack) -> None:
