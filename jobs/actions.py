@@ -7,8 +7,11 @@ Invariants a reader must not break:
 - Its job (`handle`, a worker) does what it asks once (the row's status guards it) and checks
   who may do it there, never in an adapter: approvals against their approvers and the admins;
   Try again, a plan's Start / Change / Cancel (`jobs.builder.plans`) and a confirmation card's
-  Post it / Don't (`jobs.confirm`) against the person who asked and the admins. Anyone else gets a private notice
-  and nothing changes.
+  Post it / Don't (`jobs.confirm`) against the person who asked and the admins; a workflow's
+  Pause / Resume / Run now (`jobs.console.controls`) against its creator and the admins. Anyone
+  else gets a private notice and nothing changes.
+- A member's slash command and the opening of its home tab travel the same way (recorded,
+  then a job: `jobs.console`). A click made on the home tab publishes the tab again once done.
 - A click that opens a form is answered in the web process, while the platform's short-lived
   trigger is valid (`form_for`): it only reads. The form's submission comes back as an action.
 """

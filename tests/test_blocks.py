@@ -144,3 +144,26 @@ def test_forms_are_valid_modals_and_their_submission_comes_back_as_an_action(for
         assert action is not None
         assert (action.action, action.object_id, action.values) == (form.submit_action, "ap-1", values)
         assert action.where == MessageRef("C0GENERAL1", None, "1.000000")
+
+
+def test_a_page_of_many_cards_stays_within_slacks_block_limits_and_says_what_it_left_out() -> None:
+    from agents.messages import Page
+    from bot.slack.blocks import HOME_BLOCKS, MESSAGE_BLOCKS, home_view, page_blocks
+
+    cards = tuple(Card(text=f"wf-{i}", title=f"wf-{i}", fields=(Field("Status", "active"), Field("Next run", "09:00")),
+                       buttons=(Button("workflow.pause", "Pause", f"wf-{i}"), Button("workflow.run", "Run now", f"wf-{i}")))
+                  for i in range(40))
+    page = Page(text="*Nova's workflows*", cards=cards, note="`/nova help` lists every command.")
+    blocks = page_blocks(page)
+    assert len(blocks) <= MESSAGE_BLOCKS
+    valid(blocks)
+    shown = sum(1 for b in blocks if b["type"] == "actions")
+    assert blocks[-1]["type"] == "context" and blocks[-1]["elements"][0]["text"].startswith(f"{40 - shown} more not shown.")
+
+    view = home_view(page)
+    assert len(view["blocks"]) <= HOME_BLOCKS and view["type"] == "home"
+    model = View(**view)
+    model.validate_json()
+    assert model.to_dict() == view
+    valid(view["blocks"])
+    assert page_blocks(Page(text="")) and valid(page_blocks(Page(text=""))) is None

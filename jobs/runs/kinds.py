@@ -19,7 +19,7 @@ from agents.messages import MessageRef
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, known_tools, resolve
 from agents.turns import LlmUnavailable, OverBudget, TurnSettings, run_turn
-from jobs import autonomy, pacing, tool_secrets
+from jobs import autonomy, pacing, pauses, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.origin import Origin
@@ -360,6 +360,9 @@ async def _handoff(rt: Runtime, definition: WorkflowDefinition, run_id: str, pat
                 workflow = await store.by_name(session, handoff.workflow)
                 if workflow is None:
                     raise StepFailure(f"step {path!r}: no workflow named {handoff.workflow!r}")
+                halted = await pauses.refusal(session, rt.loaded.config, workflow.member_id)
+                if halted:  # a paused member's workflows do not run, a handoff's neither
+                    raise StepFailure(f"step {path!r}: {halted}")
                 child, first_steps = await start_loaded(session, workflow, "handoff", child_input or {}, settings=config,
                                                         depth=depth, origin=Origin.inherited(origin, "handoff"))
                 result["run_id"] = child
