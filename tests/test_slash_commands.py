@@ -214,3 +214,28 @@ def test_workspace_admins_are_admins_only_when_the_config_says_so(stack: Stack) 
     (stack.workdir / "teammates.yml").write_text(CONFIG.replace("server: {", "slack: {admins_from_workspace: true}\nserver: {", 1))
     stack.up()
     assert "Casey — Sales & Leads" in shown(command(stack, "team", BOB))
+
+
+def test_a_paused_members_workflows_refuse_run_now_and_webhooks_clearly_until_resumed(stack: Stack) -> None:
+    from tests.test_webhooks import HOOK, SECRET, headers, post
+
+    stack.env["HOOK_SECRET"] = SECRET.decode()
+    stack.up()
+    apply(stack, DAILY)
+    apply(stack, HOOK, "hook.yml")
+    workflows = command(stack, "workflows", ANA)
+    command(stack, "pause", ANA)
+
+    before = len(answers(stack, ANA))
+    click(stack, workflows, "workflow.run", ANA)
+    [refusal] = wait_until(lambda: answers(stack, ANA)[before:], what="Run now's refusal")
+    assert refusal["text"].startswith(f"daily-report does not run: Nova is paused (by <@{ANA}> since ")
+    body = json.dumps({"who": "Acme"}).encode()
+    status, answer = post(stack, "intake", body, headers(body, "delivery-0001"))
+    assert status == 409 and str(answer["error"]).startswith("Nova is paused (by ana since ")
+    assert json.loads(stack.cli("runs", "--json").stdout) == []
+
+    command(stack, "resume", ANA)
+    status, answer = post(stack, "intake", body, headers(body, "delivery-0002"))
+    assert status == 202, answer
+    assert wait_status(stack, str(answer["run_id"]), "completed")["status"] == "completed"

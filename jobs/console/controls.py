@@ -20,7 +20,7 @@ from agents.messages import (
     WORKFLOW_RUN_ACTION,
     InboundAction,
 )
-from jobs import schedules
+from jobs import pauses, schedules
 from jobs.pauses import MemberPaused
 from jobs.people import People
 from jobs.runs.inputs import InputError
@@ -62,6 +62,10 @@ async def _do(rt: Runtime, action: InboundAction, channel: Channel) -> tuple[str
     person = people.person_of(action.user_id, action.platform) or action.user_id
     extra = {"member": row.member_id, "workflow": name}
     if action.action == WORKFLOW_RUN_ACTION:
+        async with rt.db.session() as session:
+            pause = await pauses.paused(session, row.member_id)
+        if pause is not None:  # said here in the workspace's time and with a mention (start_run re-checks)
+            return "refused", f"{name} does not run: {pauses.sentence(pause, rt.loaded.config, channel.mention, action.platform)}."
         origin = Origin(via="chat", platform=action.platform, person=person)
         assert rt.redis is not None
         try:
