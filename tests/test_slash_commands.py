@@ -239,3 +239,18 @@ def test_a_paused_members_workflows_refuse_run_now_and_webhooks_clearly_until_re
     status, answer = post(stack, "intake", body, headers(body, "delivery-0002"))
     assert status == 202, answer
     assert wait_status(stack, str(answer["run_id"]), "completed")["status"] == "completed"
+
+
+def test_a_members_slash_command_defaults_to_its_id_and_must_start_with_a_slash(tmp_path: Any) -> None:
+    import pytest
+
+    from teammates.config import ConfigError, load
+
+    path = tmp_path / "teammates.yml"
+    path.write_text("members:\n  - {id: nova, name: Nova, role: Finance}\n  - {id: casey, name: Casey, role: Sales, slash_command: /sales}\n")
+    config = load(str(path), env={}).config
+    assert [m.command for m in config.members] == ["/nova", "/sales"]
+    path.write_text("members:\n  - {id: nova, name: Nova, role: Finance, slash_command: nova}\n")
+    with pytest.raises(ConfigError, match="slash_command") as error:
+        load(str(path), env={})
+    assert "'/'" in str(error.value) and "\n" not in str(error.value)
