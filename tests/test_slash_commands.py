@@ -254,3 +254,13 @@ def test_a_members_slash_command_defaults_to_its_id_and_must_start_with_a_slash(
     with pytest.raises(ConfigError, match="slash_command") as error:
         load(str(path), env={})
     assert "'/'" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_command_typed_where_the_member_is_not_answers_in_a_dm(stack: Stack) -> None:
+    stack.slack.add_channel("C0SALES001", "sales", [ANA, BOB])  # Nova is not in it: no ephemeral can reach Ana there
+    stack.up()
+    status, _ = stack.driver().slash_command("/nova", "status", user_id=ANA, channel_id="C0SALES001")
+    assert status == 200
+    [answer] = wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == NOVA_DM], what="a DM")
+    assert "Nova — Finance & Admin" in shown(answer)
+    assert_valid_blocks(answer["blocks"])
