@@ -13,7 +13,7 @@ from tests.conftest import ANA, BOB, CONFIG, GENERAL, NOVA, NOVA_DM, Stack, wait
 from tests.fakes.anthropic_api import Reply
 from tests.test_approvals import assert_valid_blocks, button
 from tests.test_seed_story import arrive
-from tests.test_workflows import apply, run_json, wait_status
+from tests.test_workflows import apply, run_json, start, wait_status
 
 Json = dict[str, Any]
 
@@ -26,6 +26,19 @@ autonomy: notify
 steps:
   - id: say
     post: {channel: C0GENERAL1, text: "Daily report"}
+"""
+
+
+BROKEN = """\
+name: broken
+member: nova
+trigger: {manual: {}}
+autonomy: auto
+steps:
+  - id: announce
+    post: {channel: C0GENERAL1, text: "Hello"}
+  - id: report
+    post: {channel: C0NOWHERE1, text: "Report"}
 """
 
 
@@ -69,6 +82,12 @@ def test_every_subcommand_as_an_admin(stack: Stack) -> None:
     assert "daily-report" in shown(workflows) and "Every day at 09:00 (Amsterdam time)" in shown(workflows) and "Next run" in shown(workflows)
     assert actions(workflows) == ["workflow.pause", "workflow.run"]  # Ana is an admin (and its creator)
     assert "has not run yet" in shown(command(stack, "runs daily-report", ANA))
+    apply(stack, BROKEN, "broken.yml")
+    run_id = start(stack, "broken")
+    wait_status(stack, run_id, "failed")
+    runs = shown(command(stack, "runs broken", ANA))
+    assert f"Run {run_id}" in runs and "failed" in runs and "Failed steps" in runs and "`report`" in runs
+    assert "channel_not_found" in runs or "not_in_channel" in runs, runs
     assert "Which one?" in shown(command(stack, "runs", ANA)) and "daily-report" in shown(command(stack, "runs nope", ANA))
     assert "Nothing waits for your approval" in shown(command(stack, "approvals", ANA))
     assert "What Nova did lately" in shown(command(stack, "activity", ANA))
