@@ -283,3 +283,18 @@ def test_a_command_typed_where_the_member_is_not_answers_in_a_dm(stack: Stack) -
     [answer] = wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == NOVA_DM], what="a DM")
     assert "Nova — Finance & Admin" in shown(answer)
     assert_valid_blocks(answer["blocks"])
+
+
+def test_approvals_shows_the_viewers_pending_requests_with_buttons_that_decide_them(stack: Stack) -> None:
+    from tests.test_approvals import pipeline
+
+    stack.up()
+    run_id = pipeline(stack, "FACTS", "SUMMARY", "REPORT: A wins")
+    wait_until(lambda: "Approval needed" in json.dumps(stack.slack.posts_by(NOVA["token"])), what="the approval request")
+    assert "Nothing waits for your approval" in shown(command(stack, "approvals", BOB))  # not an approver of it
+    mine = command(stack, "approvals", ANA)
+    assert "1 waiting for your approval" in shown(mine) and "REPORT: A wins" in shown(mine)
+    assert actions(mine) == ["approval.approve", "approval.reject", "approval.edit"]
+    click(stack, mine, "approval.approve", ANA)
+    assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
+    assert "Nothing waits for your approval" in shown(command(stack, "approvals", ANA))
