@@ -40,7 +40,7 @@ from agents.messages import (
 )
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, resolve
-from jobs import autonomy
+from jobs import autonomy, team
 from jobs.people import People
 from jobs.runtime import Runtime
 from jobs.tool_effects import ToolEffects
@@ -59,10 +59,10 @@ def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requ
     member answers (the card goes there); `requester`: who asked (who may confirm);
     `conversation_id`: the stored conversation, which is told the outcome (the member's later
     turns then know whether it happened)."""
-    inside = autonomy.team_conversations(rt.loaded.config) | {conversation.conversation}
     level = autonomy.effective(None, member.autonomy)
 
     async def gate(tool: Tool[Any], ctx: ToolContext, raw: Any) -> Held | None:
+        inside = await team.conversations(rt.db) | {conversation.conversation}
         what = autonomy.call_effect(tool.name, tool.effect, raw, inside)
         if what is None or level == "auto":
             return None

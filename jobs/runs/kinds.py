@@ -19,7 +19,7 @@ from agents.messages import MessageRef
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, known_tools, resolve
 from agents.turns import LlmUnavailable, OverBudget, TurnSettings, run_turn
-from jobs import autonomy, pacing, tool_secrets
+from jobs import autonomy, pacing, team, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.origin import Origin
@@ -167,17 +167,11 @@ def _effect_tools() -> frozenset[str]:
     return frozenset(tool.name for tool in resolve(known_tools()) if tool.effect)
 
 
-_TEAM: dict[int, frozenset[str]] = {}
-
-
-def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
+async def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
     """Where a post of this run stays inside the team: its origin conversation and the
-    team's channels (`jobs.autonomy`)."""
-    config = rt.loaded.config
-    team = _TEAM.get(id(config))
-    if team is None:
-        team = _TEAM[id(config)] = autonomy.team_conversations(config)
-    return team | {origin.conversation} if origin is not None and origin.conversation else team
+    team's channels (`jobs.team`)."""
+    inside = await team.conversations(rt.db)
+    return inside | {origin.conversation} if origin is not None and origin.conversation else inside
 
 
 async def _level(rt: Runtime, definition: WorkflowDefinition) -> autonomy.Level:
@@ -191,7 +185,7 @@ async def _check_effect(rt: Runtime, definition: WorkflowDefinition, run_id: str
     this checks the run): an effect under `notify` fails, and under `approve` fails unless an
     approval on its path was approved in this run. Raises `StepFailure` (the step's row and the
     activity feed then say why)."""
-    what = autonomy.effect_of(step, _effect_tools(), _inside(rt, await _origin(rt, run_id)), rendered)
+    what = autonomy.effect_of(step, _effect_tools(), await _inside(rt, await _origin(rt, run_id)), rendered)
     if what is None:
         return
     level = await _level(rt, definition)
@@ -254,7 +248,7 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
     origin = await _origin(rt, run_id)
     gate = _agent_gate(rt, definition, run_id, path, await _level(rt, definition),
-                       autonomy.approved_on_path(definition, step.id, step_ctx.get("steps", {})), _inside(rt, origin))
+                       autonomy.approved_on_path(definition, step.id, step_ctx.get("steps", {})), await _inside(rt, origin))
     ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), member_id), conversation=None,
                       user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run),
                       secrets=tool_secrets.reader(rt), gate=gate)
