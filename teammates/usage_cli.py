@@ -63,11 +63,17 @@ async def report(loaded: LoadedConfig, say: Say, *, member: str | None = None, p
     currency = config.workspace.currency
     head = f"LLM usage since {doc['since']}" if doc["since"] else "LLM usage, all time"
     say(head + (f", member {member}" if member else "") + (f", person {person}" if person else "") + f" (cost in {currency})")
-    for title, key, rows in (("member", "member", doc["members"]), ("person", "person", doc["people"]),
-                             ("workflow", "workflow", doc["workflows"]), ("day", "day", doc["days"])):
+    # Members and days each cover every call: their tables end with the total. People and
+    # workflows do not (a workflow step has no person; a turn no workflow).
+    for key, rows, whole in (("member", doc["members"], True), ("person", doc["people"], False),
+                             ("workflow", doc["workflows"], False), ("day", doc["days"], True)):
         say("")
-        _table(say, [title.upper(), *(c.upper().replace("_", " ") for c in COLUMNS)],
-               [[r[key], *(_cell(c, r[c]) for c in COLUMNS)] for r in rows] + [["(all)", *(_cell(c, doc["total"][c]) for c in COLUMNS)]])
+        if not rows:
+            say(f"{key.upper()}: none")
+            continue
+        total_row = [["(all)", *(_cell(c, doc["total"][c]) for c in COLUMNS)]] if whole else []
+        _table(say, [key.upper(), *(c.upper().replace("_", " ") for c in COLUMNS)],
+               [[r[key], *(_cell(c, r[c]) for c in COLUMNS)] for r in rows] + total_row)
     say("")
     budget_table(say, standing, currency)
 
