@@ -17,11 +17,12 @@ import pytest
 
 from tests.conftest import ANA, BOB, CASEY, CASEY_DM, NOVA, NOVA_DM, Stack
 from tests.fakes.anthropic_api import Reply
+from tests.test_workflows import start, wait_status
 
 PRICE = {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}  # per million tokens
 NOVA_BOB = "D0NOVABOB1"
 CASEY_BOB = "D0CASEYBOB"
-MARK = re.compile(r"\[(nova|casey) (ana|bob) \d+\]")
+MARK = re.compile(r"\[(nova|casey) (ana|bob|wf) \d+\]")  # member, person (wf: a workflow step), number
 
 SPEND = """\
 budgets:
@@ -130,8 +131,12 @@ def test_usage_adds_up_the_models_reported_usage_per_member_and_person_and_budge
         stack.driver(member).dm(user, f"[{member} {who} {i}] how are the invoices?", channel=channel)
         replies[member] += 1
         stack.slack.wait_for_posts(replies[member], token=(NOVA if member == "nova" else CASEY)["token"], timeout=40)
+    (stack.workdir / "draft.yml").write_text("name: drafting\nmember: nova\ntrigger: {manual: {}}\n"
+                                             "steps: [{id: draft, agent: casey, prompt: '[casey wf 9] Draft a note'}]\n")
+    assert stack.cli("workflow", "apply", "draft.yml").returncode == 0
+    wait_status(stack, start(stack, "drafting"), "completed")
     calls = list(scripted.calls)
-    assert len(calls) == len(conversations) and all(c[0] != "?" for c in calls), calls
+    assert len(calls) == len(conversations) + 1 and all(c[0] != "?" for c in calls), calls
 
     doc = usage_json(stack)
     assert doc["currency"] == "EUR"
@@ -142,9 +147,12 @@ def test_usage_adds_up_the_models_reported_usage_per_member_and_person_and_budge
         same_figures(row, by_member[row["member"]])
     by_person = expected(calls, 1)
     people = {r["person"]: r for r in doc["people"]}
-    assert set(people) == {"ana", BOB}  # ana is in people:, Bob is known by his Slack id
+    assert set(people) == {"ana", BOB}  # ana is in people:, Bob is known by his Slack id; a workflow step has no person
     same_figures(people["ana"], by_person["ana"])
     same_figures(people[BOB], by_person["bob"])
+    [workflow] = doc["workflows"]
+    assert (workflow["workflow"], workflow["runs"]) == ("drafting", 1)
+    same_figures(workflow, expected([c for c in calls if c[1] == "wf"], 0)["casey"])
     assert sum(d["total"] for d in doc["days"]) == doc["total"]["total"]
 
     # Each budget's use, from the ledger the budget check reserves in.
