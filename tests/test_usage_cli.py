@@ -230,3 +230,49 @@ def _sum(rows: dict[str, dict[str, float]]) -> dict[str, float]:
         for key, value in row.items():
             out[key] += value
     return out
+
+
+def test_days_are_the_workspaces_calendar_days_across_a_clock_change_and_since_starts_at_its_midnight(stack: Stack) -> None:
+    """Calls recorded at given moments (as the meter records them); the report's days are
+    Amsterdam's, on both sides of the switch to summer time (29 March 2026, 01:00 UTC)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from storage import usage
+    from storage.db import Database
+    from storage.models import LlmUsage
+
+    moments = {  # UTC moment -> (Amsterdam day, input tokens, user)
+        datetime(2026, 3, 28, 22, 50, tzinfo=UTC): ("2026-03-28", 1, ANA),  # 23:50 CET
+        datetime(2026, 3, 28, 23, 30, tzinfo=UTC): ("2026-03-29", 10, BOB),  # 00:30 CET
+        datetime(2026, 3, 29, 21, 55, tzinfo=UTC): ("2026-03-29", 100, ANA),  # 23:55 CEST
+        datetime(2026, 3, 29, 22, 10, tzinfo=UTC): ("2026-03-30", 1000, ANA),  # 00:10 CEST
+        datetime(2026, 6, 1, 12, 0, tzinfo=UTC): ("2026-06-01", 10000, BOB),
+    }
+
+    async def record() -> None:
+        db = Database(stack.env["DATABASE_URL"])
+        try:
+            async with db.session() as session:
+                for n, (at, (_day, tokens, user)) in enumerate(moments.items()):
+                    await usage.record(session, member_id="nova", user_id=user, conversation_id=None, run_id=f"run{n}",
+                                       model="claude-test-model", input_tokens=tokens, output_tokens=0, cache_read_tokens=0,
+                                       cache_write_tokens=0, cost=tokens / 1000)
+                    await session.execute(update(LlmUsage).where(LlmUsage.run_id == f"run{n}").values(created_at=at))
+        finally:
+            await db.close()
+
+    asyncio.run(record())
+    days = {d["day"]: d["input"] for d in usage_json(stack)["days"]}
+    assert days == {"2026-03-28": 1, "2026-03-29": 110, "2026-03-30": 1000, "2026-06-01": 10000}
+    since = usage_json(stack, "--since", "2026-03-29")
+    assert since["since"] == "2026-03-29T00:00:00+01:00"
+    assert {d["day"]: d["input"] for d in since["days"]} == {"2026-03-29": 110, "2026-03-30": 1000, "2026-06-01": 10000}
+    assert since["total"]["input"] == 11110 and since["total"]["cost"] == pytest.approx(11.11)
+    ana = usage_json(stack, "--person", "ana", "--since", "2026-03-29")
+    assert ana["total"]["input"] == 1100 and [p["person"] for p in ana["people"]] == ["ana"]
+    assert [p["user_ids"] for p in ana["people"]] == [[ANA]]
+    for bad in (["--since", "yesterday"], ["--person", "zed"]):
+        done = stack.cli("usage", *bad)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (bad, done.stderr)
