@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ANA, BOB, CASEY, CASEY_DM, NOVA, NOVA_DM, Stack
+from tests.conftest import ANA, BOB, CASEY, CASEY_DM, NOVA, NOVA_DM, Stack, wait_until
 from tests.fakes.anthropic_api import Reply
 from tests.test_workflows import start, wait_status
 
@@ -222,6 +222,15 @@ def test_usage_adds_up_the_models_reported_usage_per_member_and_person_and_budge
             assert metric(scraped, "teammates_llm_tokens_total", member=member, kind=kind) == by_member[member][kind]
         assert metric(scraped, "teammates_llm_cost_total", member=member) == pytest.approx(by_member[member]["cost"], abs=1e-6)
     assert metric(scraped, "teammates_budget_left", scope="member:nova", metric="cost") == pytest.approx(300 - nova_cost, abs=1e-6)
+
+    # Lowered below what one call needs: the running worker refuses Nova's next call, no restart.
+    assert stack.cli("budget", "set", "member:nova", "--tokens", "100", "--period", "day").returncode == 0
+    stack.driver("nova").dm(ANA, "[nova ana 99] and now?", channel=NOVA_DM)
+    refusal = wait_until(lambda: [p for p in stack.slack.posts_by(NOVA["token"])
+                                  if p.get("channel") == NOVA_DM and "used up" in str(p.get("text"))],
+                         timeout=40, what="Nova's refusal")
+    assert "teammates budget set member:nova" in refusal[0]["text"]
+    assert len(scripted.calls) == len(calls)  # no model call was made for it
 
 
 def _sum(rows: dict[str, dict[str, float]]) -> dict[str, float]:
