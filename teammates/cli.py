@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from storage.db import DatabaseUrlError
 from teammates import logs
@@ -22,8 +23,16 @@ DEFAULT_WORKERS = 24
 """Sized for 20 people writing in the same few seconds while workflows run (see README)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit 2, like every other user error (argparse's
+    own would print the whole usage first). Subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="teammates", description="AI agents as virtual members of your Slack team.")
+    parser = _Parser(prog="teammates", description="AI agents as virtual members of your Slack team.")
     parser.add_argument("--config", help="path to teammates.yml (default: $TEAMMATES_CONFIG or ./teammates.yml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

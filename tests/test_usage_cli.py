@@ -195,7 +195,9 @@ def test_usage_adds_up_the_models_reported_usage_per_member_and_person_and_budge
                       (["workspace", "--cost", "-1", "--period", "day"], "at least 0"),
                       (["workspace", "--effects", "3"], "member:ID"),
                       (["team:x", "--tokens", "5", "--period", "day"], "expected workspace, member:ID or person:ID"),
-                      (["person:zed", "--tokens", "5", "--period", "day"], "no person 'zed'")):
+                      (["person:zed", "--tokens", "5", "--period", "day"], "no person 'zed'"),
+                      (["workspace", "--tokens", "5", "--cost", "3", "--period", "day"], "not allowed with"),
+                      (["workspace", "--tokens", "many"], "invalid int value")):
         done = stack.cli("budget", "set", *bad)
         assert done.returncode == 2, (bad, done.stdout, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr, (bad, done.stderr)
