@@ -218,6 +218,8 @@ def test_usage_adds_up_the_models_reported_usage_per_member_and_person_and_budge
     assert members["nova"]["cost"] == pytest.approx(nova_cost, abs=1e-6)
     assert members["nova"]["budget_left"]["cost"] == pytest.approx(300 - nova_cost, abs=1e-6)
     assert members["nova"]["budget_left"]["tokens"] == 5000000 - doc["total"]["total"]
+    said = stack.cli("status").stdout
+    assert f"spend nova: {int(by_member['nova']['total']):,} tokens" in said and f"{300 - nova_cost:,.2f} EUR" in said, said
     scraped = stack.scrape()
     for member in ("nova", "casey"):
         for kind in ("input", "output", "cache_read", "cache_write"):
