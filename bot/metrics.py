@@ -1,15 +1,27 @@
 """`/metrics`: the web process's own counters plus the capacity of the whole system, read from
-Redis at scrape time (queue depth and age, busy/idle workers, turn latency)."""
+Redis at scrape time (queue depth and age, busy/idle workers, turn latency), and the LLM's
+tokens, cost and budgets, read from the database (cached a few seconds)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 
 from jobs import capacity
+from jobs.spend import balances
+from storage import usage
+from storage.db import Database
+from storage.usage import Figures
+
+log = logging.getLogger(__name__)
 
 
 class CapacityCollector(Collector):
@@ -34,3 +46,79 @@ class CapacityCollector(Collector):
             [], [(capacity._bucket(bound), count) for bound, count in snap.turn_latency_buckets], snap.turn_latency_sum
         )
         yield from (depth, age, workers, latency)
+
+
+CACHE_SECONDS = 5.0  # a scrape within this of the last one is answered from memory
+READ_TIMEOUT = 2.0  # s: a slow database leaves the spend figures out of one scrape, no more
+
+
+@dataclass(frozen=True)
+class _Spend:
+    members: dict[str, Figures]
+    balances: list[balances.Balance]
+
+
+class SpendCollector(Collector):
+    """LLM tokens and cost per member, and what each budget leaves, from the database.
+
+    A scrape costs one grouped query over `llm_usage` and the budgets' few rows, at most once
+    per `CACHE_SECONDS`. `collect` runs on a thread (`generate_latest` is called off the
+    loop), so the read is handed to the web process's loop, which owns the database's
+    connections, and waited for with a deadline."""
+
+    def __init__(self, db: Database, zone: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.db = db
+        self.zone = zone
+        self.loop = loop
+        self._cached: tuple[float, _Spend] | None = None
+        self._lock = threading.Lock()
+
+    async def _read(self) -> _Spend:
+        async with self.db.session() as session:
+            return _Spend(await usage.by_member(session), await balances.current(session, self.zone))
+
+    def _spend(self) -> _Spend | None:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < CACHE_SECONDS:
+                return self._cached[1]
+            if _on_a_loop():
+                return self._cached[1] if self._cached else None  # on the loop's own thread: waiting would deadlock
+            try:
+                spend = asyncio.run_coroutine_threadsafe(self._read(), self.loop).result(READ_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is slow
+                log.warning("spend figures left out of /metrics: %s", type(exc).__name__)
+                return self._cached[1] if self._cached else None
+            self._cached = (now, spend)
+            return spend
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        spend = self._spend()
+        if spend is None:
+            return
+        tokens = CounterMetricFamily("teammates_llm_tokens", "LLM tokens used per member and kind", labels=["member", "kind"])
+        cost = CounterMetricFamily("teammates_llm_cost", "LLM cost per member, in llm.prices units", labels=["member"])
+        calls = CounterMetricFamily("teammates_llm_calls", "LLM calls per member", labels=["member"])
+        for member, f in sorted(spend.members.items()):
+            for kind, value in (("input", f.input), ("output", f.output), ("cache_read", f.cache_read), ("cache_write", f.cache_write)):
+                tokens.add_metric([member, kind], value)
+            cost.add_metric([member], f.cost)
+            calls.add_metric([member], f.calls)
+        labels = ["scope", "metric", "period"]
+        limit = GaugeMetricFamily("teammates_budget_limit", "A budget's limit this period", labels=labels)
+        used = GaugeMetricFamily("teammates_budget_used", "A budget's settled use this period", labels=labels)
+        left = GaugeMetricFamily("teammates_budget_left", "What a budget leaves this period (after calls in flight)", labels=labels)
+        for b in spend.balances:
+            key = [b.scope, b.metric, b.period]
+            limit.add_metric(key, b.limit)
+            used.add_metric(key, b.used)
+            left.add_metric(key, b.left)
+        yield from (tokens, cost, calls, limit, used, left)
+
+
+def _on_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
