@@ -10,15 +10,19 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
+from sqlalchemy import select
 
 from jobs import capacity
 from jobs.spend import balances
-from storage import usage
+from storage import performance, usage
 from storage.db import Database
+from storage.models import Member
+from storage.performance import Performance
 from storage.usage import Figures
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,10 @@ READ_TIMEOUT = 2.0  # s: a slow database leaves the spend figures out of one scr
 class _Spend:
     members: dict[str, Figures]
     balances: list[balances.Balance]
+    performance: dict[str, Performance]
+
+
+PERFORMANCE_WINDOW = timedelta(days=30)
 
 
 class SpendCollector(Collector):
@@ -75,7 +83,10 @@ class SpendCollector(Collector):
 
     async def _read(self) -> _Spend:
         async with self.db.session() as session:
-            return _Spend(await usage.by_member(session), await balances.current(session, self.zone))
+            ids = list((await session.scalars(select(Member.id))).all())
+            since = datetime.now(UTC) - PERFORMANCE_WINDOW
+            return _Spend(await usage.by_member(session), await balances.current(session, self.zone),
+                          await performance.of_members(session, ids, since, self.zone))
 
     def _spend(self) -> _Spend | None:
         with self._lock:
@@ -114,6 +125,28 @@ class SpendCollector(Collector):
             used.add_metric(key, b.used)
             left.add_metric(key, b.left)
         yield from (tokens, cost, calls, limit, used, left)
+        yield from _performance(spend.performance)
+
+
+def _performance(found: dict[str, Performance]) -> Iterator[GaugeMetricFamily]:
+    """Seed 003's per-member performance over the last 30 days."""
+    tasks = GaugeMetricFamily("teammates_member_tasks_30d", "Runs and messages of the last 30 days, by outcome",
+                              labels=["member", "outcome"])
+    asked = GaugeMetricFamily("teammates_member_approvals_30d", "Approvals asked in the last 30 days, by outcome",
+                              labels=["member", "outcome"])
+    wait = GaugeMetricFamily("teammates_member_approval_wait_median_seconds", "Median time from asking to a decision (30 days)",
+                             labels=["member"])
+    daily = GaugeMetricFamily("teammates_member_cost_today", "LLM cost of the member today (workspace time zone)",
+                              labels=["member"])
+    for member, p in sorted(found.items()):
+        tasks.add_metric([member, "done"], p.tasks_done)
+        tasks.add_metric([member, "failed"], p.tasks_failed)
+        for outcome in ("asked", "approved", "rejected", "expired"):
+            asked.add_metric([member, outcome], getattr(p, f"approvals_{outcome}"))
+        if p.median_seconds_to_decision is not None:
+            wait.add_metric([member], p.median_seconds_to_decision)
+        daily.add_metric([member], p.cost_per_day[max(p.cost_per_day)] if p.cost_per_day else 0.0)
+    yield from (tasks, asked, wait, daily)
 
 
 def _on_a_loop() -> bool:
