@@ -37,7 +37,7 @@ from agents.messages import (
     Form,
     InboundAction,
 )
-from jobs import confirm, intake, loop, queues
+from jobs import confirm, intake, loop, member_settings, queues
 from jobs.people import People
 from jobs.runs import approvals as approval_rules
 from jobs.runtime import Runtime, current
@@ -52,7 +52,7 @@ FORM_ACTIONS = frozenset({REJECT_ACTION, EDIT_ACTION, VIEW_ACTION})
 STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried again
 PLAN_ACTIONS = frozenset({PLAN_START_ACTION, PLAN_CHANGE_ACTION, PLAN_CANCEL_ACTION})
 RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION,
-                              *PLAN_ACTIONS, *confirm.ACTIONS})
+                              *PLAN_ACTIONS, *confirm.ACTIONS, member_settings.CONFIG_FORM})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -99,6 +99,8 @@ async def handle(rt: Runtime, action_id: int) -> str:
         outcome = await plans.act(rt, action)
     elif action.action in confirm.ACTIONS:
         outcome = await confirm.act(rt, action)
+    elif action.action == member_settings.CONFIG_FORM:
+        outcome = await member_settings.submit(rt, action)
     else:
         outcome = f"unknown action {action.action}"
     log.info("action %s by %s: %s", action.action, action.user_id, outcome, extra=extra)

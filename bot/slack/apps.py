@@ -84,5 +84,5 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
     app.event("message")(on_message)
     app.event("app_mention")(on_message)
     app.action(re.compile(r"^(retry_turn|(approval|plan|effect)\.[a-z_]+)$"))(on_click)
-    app.view(re.compile(r"^approval\.[a-z_]+$"))(on_submit)
+    app.view(re.compile(r"^(approval\.[a-z_]+|member\.config)$"))(on_submit)
     return app
