@@ -52,6 +52,12 @@ def test_a_config_form_changes_the_persona_the_next_turn_uses_and_wins_over_the_
     assert opened_form(stack, BOB) == "Only an admin can change my settings."
     view = opened_form(stack, ANA)
     assert isinstance(view, dict)
+    from slack_sdk.models.views import View
+
+    modal = {k: v for k, v in view.items() if k != "id"}
+    model = View(**modal)
+    model.validate_json()  # Slack's own rules, as slack_sdk knows them
+    assert model.to_dict() == modal
     status, _ = stack.driver().view_submission(view, VALUES, user_id=ANA)
     assert status == 200
     wait_until(lambda: saved(stack), what="the saved notice")
