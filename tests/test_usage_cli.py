@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ANA, BOB, CASEY, CASEY_DM, NOVA, NOVA_DM, Stack, wait_until
 from tests.fakes.anthropic_api import Reply
+from tests.test_turns import activity_rows
 from tests.test_workflows import start, wait_status
 
 PRICE = {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75}  # per million tokens
@@ -92,24 +93,6 @@ def same_figures(row: dict[str, Any], want: dict[str, float]) -> None:
 
 def budget(doc: list[dict[str, Any]], scope: str) -> dict[str, Any]:
     return next(b for b in doc if b["scope"] == scope)
-
-
-def activity_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from storage.db import Database
-    from storage.models import Activity
-
-    async def read() -> list[dict[str, Any]]:
-        db = Database(stack.env["DATABASE_URL"])
-        try:
-            async with db.session() as session:
-                rows = await session.execute(select(Activity).where(Activity.action == action))
-                return [{"actor": a.actor_id, "description": a.description, "member": a.member_id} for a in rows.scalars()]
-        finally:
-            await db.close()
-
-    return asyncio.run(read())
 
 
 def metric(text: str, name: str, **labels: str) -> float:
