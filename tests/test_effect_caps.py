@@ -109,6 +109,33 @@ def test_a_conversations_effect_past_the_cap_is_refused_and_the_model_is_told_wh
     assert _capped_rows(stack) == 1
 
 
+def test_an_agent_steps_effect_past_the_cap_does_not_run_and_the_model_hears_why(stack: Stack, smtp: SmtpSink) -> None:
+    configure(stack, smtp, cap=1)
+    stack.up()
+    email = {"to": "ap@brightside.test", "subject": "Invoice INV-1001", "text": "A friendly reminder."}
+    stack.llm.script(
+        Reply(tool_uses=[{"name": "send_email", "input": email}, {"name": "send_email", "input": {**email, "to": "finance@kanaal.test"}}]),
+        Reply(text="One reminder sent; the other waits for tomorrow."),
+    )
+    apply(stack, """
+name: chase
+member: nova
+trigger: {manual: {}}
+autonomy: auto
+steps:
+  - {id: write, agent: nova, prompt: Remind both clients}
+""")
+    run = wait_status(stack, start(stack, "chase"), "completed", "failed")
+    assert run["status"] == "completed", run
+    assert run["steps"][0]["output"] == "One reminder sent; the other waits for tomorrow."
+    assert [m["To"] for m in smtp.messages] == ["ap@brightside.test"]
+    [sent, refused] = _tool_results(stack)
+    assert "is_error" not in sent, sent
+    assert refused.get("is_error") is True
+    assert "Nova's daily limit of 1 external action is reached" in refused["content"], refused
+    assert _capped_rows(stack) == 1
+
+
 def _tool_results(stack: Stack) -> list[dict[str, Any]]:
     """The tool_result blocks of the turn's last model call (it carries the whole turn)."""
     calls = [r for r in stack.llm.requests if r["path"] == "/v1/messages"]
