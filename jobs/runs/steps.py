@@ -80,11 +80,13 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
     assert rt.redis is not None
     if isinstance(outcome, kinds.Suspend):
         # A held effect step (its member's cap is reached) says why in its `error`; its timer
-        # runs it again (`timers.wake`) instead of finishing it like a wait.
+        # runs it again (`timers.wake`) instead of finishing it like a wait. Being held is not
+        # an attempt at the effect: it does not use up the step's retries.
         state = {"approval_id": outcome.approval_id} if outcome.approval_id else {HELD: outcome.held_by} if outcome.held else None
         async with rt.db.session() as session:
             await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="waiting",
-                                    wake_at=outcome.wake_at, lease_until=None, input=state, error=outcome.held)
+                                    wake_at=outcome.wake_at, lease_until=None, input=state, error=outcome.held,
+                                    **({"attempt": attempt - 1} if outcome.held else {}))
             _, to_queue = await advance_in(session, run_id, config)
         if outcome.held:
             log.info("step %s %s", path, outcome.held, extra=extra)
