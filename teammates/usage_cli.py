@@ -5,7 +5,6 @@ in `storage.usage`, the budgets' standing from `jobs.spend.balances`, a change g
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -91,11 +90,11 @@ async def budget_set(loaded: LoadedConfig, say: Say, scope: str, *, tokens: int 
             except changes.BadChange as exc:
                 raise ConfigError(f"budget set: {exc}") from None
             change = await changes.apply(session, config, limit, actor)
-        if limit.metric == "effects" and change.member_id:
-            await _wake_held(db, config, change.member_id)
+        woken = await _wake_held(db, config, change.member_id) if limit.metric == "effects" and change.member_id else 0
     currency = config.workspace.currency
     was = "none" if change.before is None else changes.words(change.before, currency)
-    say(f"budget {limit.scope}: {changes.words(limit, currency)} (was {was})")
+    released = f"; {woken} held step(s) released" if woken else ""
+    say(f"budget {limit.scope}: {changes.words(limit, currency)} (was {was}){released}")
 
 
 async def budget_list(loaded: LoadedConfig, say: Say, as_json: bool) -> None:
@@ -121,20 +120,14 @@ def budget_table(say: Say, standing: Sequence[balances.Balance], currency: str) 
     _table(say, ["BUDGET", "METRIC", "LIMIT", "USED", "IN FLIGHT", "LEFT", "PERIOD", "RESETS", "SET BY"], rows)
 
 
-async def _wake_held(db: Database, config: Config, member_id: str) -> None:
-    """Effects held back by a member's daily cap may go now that the cap changed."""
-    try:
-        from jobs.spend.caps import wake_held  # type: ignore[import-not-found,unused-ignore]  # MERGE: from the effect-cap branch
-    except ImportError:
-        log.info("effect cap of %s changed; nothing held to wake in this build", member_id, extra={"member": member_id})
-        return
+async def _wake_held(db: Database, config: Config, member_id: str) -> int:
+    """Effects held back by a member's daily cap may go now that the cap changed; how many woke."""
     from jobs.queues import redis_from_url
+    from jobs.spend.caps import wake_held
 
     redis = redis_from_url(config.redis_url)
     try:
-        woken = wake_held(db, redis, member_id)
-        if inspect.isawaitable(woken):
-            await woken
+        return await wake_held(db, redis, member_id)
     finally:
         redis.close()
 
