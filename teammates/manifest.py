@@ -1,4 +1,4 @@
-"""`teammates manifest MEMBER --url BASE`: the Slack app manifest for one member, from `manifest.yml`.
+"""`teammates manifest MEMBER --url BASE`: the Slack app manifest for one member, from `teammates/manifest.yml`.
 
 Invariants (tests/test_manifest.py checks them against Slack's published manifest schema):
 - it is accepted as pasted: every text fits Slack's lengths — the name at most 35 characters
@@ -24,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from bot.slack.scopes import bot_events, bot_scopes
 from teammates.config import SLASH_COMMAND, ConfigError, LoadedConfig, MemberConfig
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "manifest.yml"
+TEMPLATE = Path(__file__).resolve().parent / "manifest.yml"  # package data (pyproject: teammates/*.yml)
 
 # Slack's limits (slackapi/manifest-schema, display_information).
 NAME_MAX = 35
@@ -109,9 +109,9 @@ def long_description(member: MemberConfig) -> str:
     name = member.name
     role = " ".join(member.role.split())
     who = f"{name} is the team's AI colleague for {role}." if role else f"{name} is an AI colleague on the team."
-    how = (f"Send {name} a direct message or @mention it in a channel to ask for something: it answers in the "
-           f"thread, using the tools an admin gave it. It can also run recurring workflows (on a schedule, "
-           f"on a webhook or on demand) and {_AUTONOMY[member.autonomy]}.")
+    how = (f"Send {name} a direct message, or @mention it in a channel and it answers in a thread; it works "
+           f"with the tools an admin gave it. It can also run recurring workflows (on a schedule, on a webhook "
+           f"or on demand) and {_AUTONOMY[member.autonomy]}.")
     command = (f"Type {member.command} help to see its status, workflows and recent runs, your pending approvals, "
                f"its activity and its usage.")
     about = " ".join(member.description.split())
