@@ -254,7 +254,7 @@ def test_create_app_creates_the_app_from_the_manifest_and_prints_the_next_steps(
     slack.add_config_token(CONFIG_TOKEN)
     (tmp_path / "teammates.yml").write_text(CONFIG)
     env = {"SLACK_CONFIG_TOKEN": CONFIG_TOKEN, "SLACK_API_URL": slack.base_url}
-    result = cli(tmp_path, "slack", "create-app", "nova", "--url", BASE, env=env)
+    result = cli(tmp_path, "--log-level", "DEBUG", "slack", "create-app", "nova", "--url", BASE, env=env)
     assert result.returncode == 0, result.stderr
     [app] = slack.created_apps()
     assert app["manifest"] == rendered(tmp_path, "nova")  # exactly what `manifest` prints
@@ -265,7 +265,7 @@ def test_create_app_creates_the_app_from_the_manifest_and_prints_the_next_steps(
     assert "Bot User OAuth Token" in out and "NOVA_SLACK_BOT_TOKEN" in out
     assert "Signing Secret" in out and "NOVA_SLACK_SIGNING_SECRET" in out
     assert "teammates check" in out and "app-level token" not in out
-    for secret in (*app["credentials"].values(), CONFIG_TOKEN):  # no credential is printed
+    for secret in (*app["credentials"].values(), CONFIG_TOKEN):  # no credential is printed or logged
         assert secret not in out + result.stderr
     [call] = slack.calls_to("apps.manifest.create")
     assert call["token"] == CONFIG_TOKEN
