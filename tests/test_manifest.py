@@ -30,6 +30,15 @@ BASE = "https://bots.acme.test"
 CONFIG_TOKEN = "xoxe.xoxp-1-config-token-for-tests"
 SUBCOMMANDS = ("help", "status", "workflows", "runs", "approvals", "activity", "usage", "pause", "resume", "config", "team")
 
+# A Bolt listener argument -> the Web API methods Bolt calls when the code uses it.
+BOLT_ARGUMENTS = {
+    "say": ("chat.postMessage",),
+    "set_status": ("assistant.threads.setStatus",),
+    "set_title": ("assistant.threads.setTitle",),
+    "set_suggested_prompts": ("assistant.threads.setSuggestedPrompts",),
+    "say_stream": ("chat.startStream", "chat.appendStream", "chat.stopStream"),
+}
+
 CONFIG = """\
 slack:
   config_token: ${SLACK_CONFIG_TOKEN}
@@ -133,6 +142,13 @@ def methods_the_code_calls() -> dict[str, list[str]]:
                 method = str(node.args[0].value)
             if method:
                 found.setdefault(method, []).append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
+        if "slack_bolt" in path.read_text(encoding="utf-8"):
+            # Listener arguments through which Bolt calls Slack for the code.
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    for arg in node.args.args + node.args.kwonlyargs:
+                        for method in BOLT_ARGUMENTS.get(arg.arg, ()):
+                            found.setdefault(method, []).append(f"{path.relative_to(ROOT)}:{node.lineno} ({arg.arg})")
     # slack_bolt calls auth.test itself on a single-token app's first request (bot/slack/apps.py).
     found.setdefault("auth.test", []).append("slack_bolt AsyncApp (single-token mode)")
     return found
