@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.client import WebClient
 
 from bot.slack import scopes
-from tests.conftest import ROOT
+from tests.conftest import NOVA, ROOT, Stack
 from tests.fakes import manifest_schema
 from tests.fakes.slack_api import FakeSlack
 
@@ -342,3 +342,15 @@ def test_the_fake_refuses_manifests_as_slack_does(slack: FakeSlack) -> None:
     with pytest.raises(SlackApiError) as wrong_token:
         WebClient(token="xoxb-nova-0001", base_url=slack.base_url).apps_manifest_create(manifest=manifest)
     assert wrong_token.value.response["error"] == "not_allowed_token_type"
+
+
+def test_check_says_when_an_installed_app_lacks_scopes_the_manifest_asks_for(stack: Stack) -> None:
+    granted = set(scopes.bot_scopes(slash_command=True)) - {"commands", "usergroups:read"}
+    stack.slack.set_scopes(NOVA["token"], ",".join(sorted(granted)))  # installed from an older manifest
+    result = stack.cli("check")
+    assert result.returncode == 0, result.stdout + result.stderr  # a hint, not a failure
+    [nova] = [line for line in result.stdout.splitlines() if line.startswith("member nova:")]
+    assert "slack ok" in nova and "its app lacks the scopes commands, usergroups:read" in nova
+    assert "teammates manifest nova --url BASE" in nova and "reinstall" in nova
+    [casey] = [line for line in result.stdout.splitlines() if line.startswith("member casey:")]
+    assert "slack ok" in casey and "lacks" not in casey

@@ -66,10 +66,12 @@ log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
-#: Scopes reported in the ``x-oauth-scopes`` header (slack_bolt reads it after auth.test).
+#: Scopes reported in the ``x-oauth-scopes`` header (slack_bolt reads it after auth.test;
+#: `teammates check` compares them with what the member's manifest asks for). ``set_scopes``
+#: grants a bot fewer, as an app installed from an older manifest has.
 SCOPES = (
     "chat:write,im:history,channels:history,app_mentions:read,users:read,reactions:write,"
-    "im:write,commands,channels:read,groups:read,im:read"
+    "im:write,commands,channels:read,groups:read,im:read,groups:history,usergroups:read,users:read.email"
 )
 
 # Keys kept on stored messages for test assertions but never returned by the API.
@@ -110,6 +112,7 @@ class _Bot:
     bot_id: str
     name: str
     app_id: str
+    scopes: str = SCOPES
 
 
 @dataclass
@@ -392,6 +395,11 @@ class FakeSlack:
                 "bot_id": bot_id,
                 "app_id": app_id,
             }
+
+    def set_scopes(self, token: str, scopes: str) -> None:
+        """The scopes a bot's install granted (comma-separated, as Slack's header has them)."""
+        with self._lock:
+            self._bots[token].scopes = scopes
 
     def add_app_token(self, token: str, bot_token: str) -> None:
         """Register an app-level token (Socket Mode) for the app of an already added bot."""
@@ -963,7 +971,7 @@ class FakeSlack:
         bot = self._bots.get(token)
         if bot is None:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
-        headers = {"x-oauth-scopes": SCOPES, "x-accepted-oauth-scopes": ""}
+        headers = {"x-oauth-scopes": bot.scopes, "x-accepted-oauth-scopes": ""}
         blocked = self._channel_failures.get(str(params.get("channel") or params.get("channel_id") or ""))
         if blocked:
             return 200, headers, {"ok": False, "error": blocked}
