@@ -51,6 +51,8 @@ def render(loaded: LoadedConfig, member_id: str, url: str | None) -> str:
                           "https://bots.example.com (Slack sends the member's events there)")
     if not url.startswith(("https://", "http://")) or any(c in url for c in "?# \t\n"):
         raise ConfigError(f"--url: expected the public base URL of `teammates serve`, like https://bots.example.com (got {url!r})")
+    if not member.name.strip():
+        raise ConfigError(f"members[{member.id}].name: Slack needs a name for the app (found none)")
     if len(member.name) > NAME_MAX:
         raise ConfigError(f"members[{member.id}].name: Slack allows at most {NAME_MAX} characters for an app name "
                           f"(found {len(member.name)})")

@@ -264,6 +264,9 @@ def test_url_is_required_and_bad_settings_are_one_clear_line(tmp_path: Path) -> 
     (tmp_path / "teammates.yml").write_text("members:\n  - {id: a, name: " + "A" * 36 + ", role: Ops}\n")
     result = cli(tmp_path, "manifest", "a", "--url", BASE)
     assert result.returncode == 2 and "at most 35 characters for an app name" in result.stderr
+    (tmp_path / "teammates.yml").write_text("members:\n  - {id: a, name: ' ', role: Ops}\n")
+    result = cli(tmp_path, "manifest", "a", "--url", BASE)
+    assert result.returncode == 2 and "members[a].name: Slack needs a name" in result.stderr
 
 
 def test_create_app_creates_the_app_from_the_manifest_and_prints_the_next_steps(tmp_path: Path, slack: FakeSlack) -> None:
