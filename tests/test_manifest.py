@@ -101,9 +101,10 @@ def test_the_example_configs_members_get_manifests_slack_accepts(tmp_path: Path)
         assert settings["event_subscriptions"]["request_url"] == url == settings["interactivity"]["request_url"]
         assert settings["socket_mode_enabled"] is False
         [command] = manifest["features"]["slash_commands"]
-        assert command["command"] == f"/{member['id']}" and command["url"] == url
+        slash = member.get("slash_command") or f"/{member['id']}"
+        assert command["command"] == slash and command["url"] == url
         assert all(word in command["usage_hint"] for word in SUBCOMMANDS)
-        assert f"/{member['id']} help" in about
+        assert f"{slash} help" in about
 
 
 def _web_api_methods() -> dict[str, str]:
