@@ -140,9 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queues, workers, turn latency, tokens, cost and budget left")
     status.add_argument("--json", action="store_true")
 
-    manifest = sub.add_parser("manifest", help="print a member's Slack app manifest")
+    manifest = sub.add_parser("manifest", help="print a member's Slack app manifest (YAML, to paste into Slack)")
     manifest.add_argument("member")
-    manifest.add_argument("--url", default="https://example.com", help="public base URL of `teammates serve`")
+    manifest.add_argument("--url", help="public base URL of `teammates serve` (required), like https://bots.example.com")
+
+    slack = sub.add_parser("slack", help="Slack apps for members")
+    slsub = slack.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_app = slsub.add_parser("create-app", help="create a member's Slack app with apps.manifest.create (needs "
+                                                     "slack.config_token) and print the remaining steps")
+    create_app.add_argument("member")
+    create_app.add_argument("--url", help="public base URL of `teammates serve` (required), like https://bots.example.com")
     return parser
 
 
@@ -241,6 +248,15 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         from teammates.manifest import render
 
         sys.stdout.write(render(loaded, args.member, args.url))
+        return 0
+    if command == "slack":
+        from teammates.slack_app import SlackRefused, create_app
+
+        try:
+            create_app(loaded, args.member, args.url, print)
+        except SlackRefused as exc:
+            print(f"teammates: {exc}", file=sys.stderr)
+            return 1
         return 0
     if command == "chat":
         from teammates.chat import chat
