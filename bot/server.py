@@ -6,6 +6,7 @@ member's own Bolt app, which checks the request against that member's signing se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from bot import ops
 from bot.hooks import webhook
 from bot.inbox import Inbox
-from bot.metrics import CapacityCollector
+from bot.metrics import CapacityCollector, SpendCollector
 from bot.slack import envelope
 from bot.slack.apps import member_app
 from storage.db import Database
@@ -90,6 +91,8 @@ def create_app(loaded: LoadedConfig, db: Database, inbox: Inbox) -> web.Applicat
     registry = CollectorRegistry()
     registry.register(_ProcessMetrics())
     registry.register(CapacityCollector(inbox.redis))
+    with contextlib.suppress(RuntimeError):  # no loop (an app built outside one): no spend figures
+        registry.register(SpendCollector(db, loaded.config.workspace.timezone, asyncio.get_running_loop()))
     app[METRICS] = registry
     app.router.add_post("/slack/{member}/events", slack_events)
     app.router.add_post("/hooks/{workflow}", webhook)

@@ -46,7 +46,7 @@ from agents.messages import (
     Form,
     InboundAction,
 )
-from jobs import confirm, intake, loop, queues
+from jobs import confirm, intake, loop, member_settings, queues
 from jobs.people import People
 from jobs.runs import approvals as approval_rules
 from jobs.runtime import Runtime, current
@@ -62,7 +62,7 @@ STALE_AFTER = timedelta(minutes=10)  # a click not handled by then is not tried 
 PLAN_ACTIONS = frozenset({PLAN_START_ACTION, PLAN_CHANGE_ACTION, PLAN_CANCEL_ACTION})
 CONSOLE_ACTIONS = frozenset({COMMAND_ACTION, HOME_ACTION, WORKFLOW_PAUSE_ACTION, WORKFLOW_RESUME_ACTION, WORKFLOW_RUN_ACTION})
 RECORDED_ACTIONS = frozenset({APPROVE_ACTION, APPROVE_ALL_ACTION, REJECTED_FORM, EDITED_FORM, RETRY_TURN_ACTION,
-                              *PLAN_ACTIONS, *confirm.ACTIONS, *CONSOLE_ACTIONS})
+                              *PLAN_ACTIONS, *confirm.ACTIONS, member_settings.CONFIG_FORM, *CONSOLE_ACTIONS})
 
 
 async def accept(db: Database, action: InboundAction) -> int | None:
@@ -109,6 +109,8 @@ async def handle(rt: Runtime, action_id: int) -> str:
         outcome = await plans.act(rt, action)
     elif action.action in confirm.ACTIONS:
         outcome = await confirm.act(rt, action)
+    elif action.action == member_settings.CONFIG_FORM:
+        outcome = await member_settings.submit(rt, action)
     elif action.action in CONSOLE_ACTIONS:
         outcome = await _console(rt, action)
     else:

@@ -38,7 +38,6 @@ from jobs.workflows.definition import (
     ToolStep,
     WorkflowDefinition,
 )
-from teammates.config import Config
 
 Level = Literal["notify", "approve", "auto"]
 LEVELS: tuple[Level, ...] = ("notify", "approve", "auto")
@@ -55,16 +54,6 @@ def effective(workflow_level: str | None, member_level: str | None) -> Level:
         if level is not None:
             return DEFAULT
     return DEFAULT
-
-
-def team_conversations(config: Config) -> frozenset[str]:
-    """The team's own channels: every member's `channels.activity` and `channels.approvals`."""
-    found: set[str] = set()
-    for member in config.members:
-        for channel in (member.channels.activity, member.channels.approvals):
-            if channel:
-                found.add(channel)
-    return frozenset(found)
 
 
 def post_target(raw: Any) -> str | None:

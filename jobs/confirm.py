@@ -40,9 +40,10 @@ from agents.messages import (
 )
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, resolve
-from jobs import autonomy
+from jobs import autonomy, team
 from jobs.people import People
 from jobs.runtime import Runtime
+from jobs.spend import caps
 from jobs.tool_effects import ToolEffects
 from storage import activity, conversations, effects, members
 
@@ -59,18 +60,27 @@ def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requ
     member answers (the card goes there); `requester`: who asked (who may confirm);
     `conversation_id`: the stored conversation, which is told the outcome (the member's later
     turns then know whether it happened)."""
-    inside = autonomy.team_conversations(rt.loaded.config) | {conversation.conversation}
     level = autonomy.effective(None, member.autonomy)
 
     async def gate(tool: Tool[Any], ctx: ToolContext, raw: Any) -> Held | None:
+        inside = await team.conversations(rt.db) | {conversation.conversation}
         what = autonomy.call_effect(tool.name, tool.effect, raw, inside)
-        if what is None or level == "auto":
+        if what is None:
             return None
+        config = rt.loaded.config
+        if level == "auto":  # it acts now: it takes a slot of the member's cap first
+            slot = ctx.effects.next_id("slot") if ctx.effects is not None else f"{ctx.run_id}-{ctx.call_id}-slot"
+            capped = await caps.take(rt.db, config, member.id, slot, run_id=ctx.run_id)
+            return None if capped is None else Held(capped.refusal(config, ctx.channel.mention))
         extra = {"run_id": ctx.run_id, "member": member.id}
         if level == "notify":
             log.info("turn effect refused (autonomy notify): %s", what, extra=extra)
             return Held(f"Not allowed: {what} would leave the team, and my autonomy is notify (I only report). "
                         "Tell the person what you would do; an admin can change my autonomy.")
+        # No card for what the cap would refuse anyway; the slot is taken when the person says OK.
+        capped = await caps.room(rt.db, config, member.id, run_id=ctx.run_id)
+        if capped is not None:
+            return Held(capped.refusal(config, ctx.channel.mention))
         return await _ask(rt, member, ctx, tool, raw, what, conversation, requester, platform, conversation_id)
 
     return gate
@@ -171,6 +181,11 @@ async def _run(rt: Runtime, member: MemberProfile, channel: Channel, pending: di
 
     ctx = ToolContext(member=member, channel=channel, conversation=where, user_id=str(pending.get("requester")),
                       run_id=confirm_id, history=no_history, effects=ToolEffects(rt, confirm_id))
+    # The OK'd call takes a slot of the member's cap now (keyed by the confirm id: a retried
+    # click takes no second one); past the cap it does not run, and the card says why.
+    capped = await caps.take(rt.db, rt.loaded.config, member.id, f"{confirm_id}-slot", run_id=confirm_id)
+    if capped is not None:
+        return None, capped.reason(rt.loaded.config, channel.mention)
     try:
         return await tool.call(ctx, pending.get("input") or {}), None
     except ToolError as exc:

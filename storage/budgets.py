@@ -220,3 +220,11 @@ def _use(r: BudgetUse) -> Use:
 
 def describe(limit: Limit) -> dict[str, Any]:
     return {"scope": limit.scope, "metric": limit.metric, "amount": limit.amount, "period": limit.period, "set_by": limit.set_by}
+
+
+async def ledgers_in(session: AsyncSession, prefix: str, period: str) -> list[Use]:
+    """The ledger rows of period `period` whose scope starts with `prefix` (e.g. every person's
+    of today, for the people under `person:default`)."""
+    rows = (await session.scalars(select(BudgetUse).where(BudgetUse.scope.startswith(prefix, autoescape=True),
+                                                          BudgetUse.period == period))).all()
+    return [_use(r) for r in rows]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.channel import web_client
+from bot.slack.scopes import bot_scopes
 from jobs.queues import redis_from_url
 from storage.db import Database
 from teammates.config import LoadedConfig
@@ -51,12 +53,28 @@ async def check(loaded: LoadedConfig, say: Callable[[str], None]) -> bool:
         client = web_client(member.slack.bot_token, config.slack.api_url)
         try:
             auth = await client.auth_test()
-            say(f"member {member.id}: slack ok (bot <@{auth.get('user_id')}> in team {auth.get('team')})")
+            say(f"member {member.id}: slack ok (bot <@{auth.get('user_id')}> in team {auth.get('team')})"
+                + _missing_scopes(member.id, auth.headers))
         except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
             ok = False
             say(f"member {member.id}: slack FAILED: {_slack_failure(exc, config.slack.api_url)}")
     _report_tools(loaded, say)
     return await _check_llm(loaded, say) and ok
+
+
+def _missing_scopes(member_id: str, headers: Mapping[str, Any]) -> str:
+    """"; its app lacks ..." when the install granted fewer scopes than the member's manifest
+    asks for (an app created from an older manifest): not a failure — what needs them fails
+    on its own — but the fix is one reinstall."""
+    granted_header = next((v for k, v in headers.items() if k.lower() == "x-oauth-scopes"), None)
+    if not isinstance(granted_header, str):
+        return ""  # Slack did not say: nothing to compare
+    granted = {s.strip() for s in granted_header.split(",")}
+    missing = [s for s in bot_scopes(slash_command=True) if s not in granted]
+    if not missing:
+        return ""
+    return (f"; its app lacks the scopes {', '.join(missing)}: update the app's manifest from "
+            f"`teammates manifest {member_id} --url BASE` and reinstall it")
 
 
 def _report_tools(loaded: LoadedConfig, say: Callable[[str], None]) -> None:

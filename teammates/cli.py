@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from storage.db import DatabaseUrlError
 from teammates import logs
@@ -22,8 +23,16 @@ DEFAULT_WORKERS = 24
 """Sized for 20 people writing in the same few seconds while workflows run (see README)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit 2, like every other user error (argparse's
+    own would print the whole usage first). Subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="teammates", description="AI agents as virtual members of your Slack team.")
+    parser = _Parser(prog="teammates", description="AI agents as virtual members of your Slack team.")
     parser.add_argument("--config", help="path to teammates.yml (default: $TEAMMATES_CONFIG or ./teammates.yml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,12 +119,37 @@ def _parser() -> argparse.ArgumentParser:
     ssub.add_parser("set", help="value read from standard input").add_argument("name")
     ssub.add_parser("list", help="names only")
 
-    status = sub.add_parser("status", help="queues, workers, turn latency and token usage")
+    usage = sub.add_parser("usage", help="LLM tokens and cost per member, person, workflow and day, and each budget's use")
+    usage.add_argument("--member", help="only this member's calls")
+    usage.add_argument("--person", help="only this person's calls (person id from people: or a Slack user id)")
+    usage.add_argument("--since", metavar="DATE", help="from this date (YYYY-MM-DD, workspace time zone) or ISO 8601 time")
+    usage.add_argument("--json", action="store_true")
+
+    budget = sub.add_parser("budget", help="set or list budgets (LLM tokens or cost per day or month; a member's effects per day)")
+    bsub = budget.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bset = bsub.add_parser("set", help="set, raise or lower a budget; running processes use it from their next call")
+    bset.add_argument("scope", metavar="SCOPE", help="workspace | member:ID | person:ID (person:default: everyone without their own)")
+    measure = bset.add_mutually_exclusive_group(required=True)
+    measure.add_argument("--tokens", type=int, metavar="N", help="input, output and cache tokens together")
+    measure.add_argument("--cost", type=float, metavar="X", help="in llm.prices units (the workspace currency)")
+    measure.add_argument("--effects", type=int, metavar="N", help="with member:ID: external effects per day")
+    bset.add_argument("--period", choices=["day", "month"], help="default: the budget's current period")
+    bset.add_argument("--as", dest="as_person", metavar="PERSON", help="who sets it (person id from people: or a Slack user id)")
+    bsub.add_parser("list", help="every budget's limit, use and what is left this period").add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="queues, workers, turn latency, tokens, cost and budget left")
     status.add_argument("--json", action="store_true")
 
-    manifest = sub.add_parser("manifest", help="print a member's Slack app manifest")
+    manifest = sub.add_parser("manifest", help="print a member's Slack app manifest (YAML, to paste into Slack)")
     manifest.add_argument("member")
-    manifest.add_argument("--url", default="https://example.com", help="public base URL of `teammates serve`")
+    manifest.add_argument("--url", help="public base URL of `teammates serve` (required), like https://bots.example.com")
+
+    slack = sub.add_parser("slack", help="Slack apps for members")
+    slsub = slack.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_app = slsub.add_parser("create-app", help="create a member's Slack app with apps.manifest.create (needs "
+                                                     "slack.config_token) and print the remaining steps")
+    create_app.add_argument("member")
+    create_app.add_argument("--url", help="public base URL of `teammates serve` (required), like https://bots.example.com")
     return parser
 
 
@@ -194,6 +228,17 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         else:
             asyncio.run(a.list_pending(loaded, print, args.json))
         return 0
+    if command in ("usage", "budget"):
+        from teammates import usage_cli as u
+
+        if command == "usage":
+            asyncio.run(u.report(loaded, print, member=args.member, person=args.person, since=args.since, as_json=args.json))
+        elif args.action == "set":
+            asyncio.run(u.budget_set(loaded, print, args.scope, tokens=args.tokens, cost=args.cost, effects=args.effects,
+                                     period=args.period, as_person=args.as_person))
+        else:
+            asyncio.run(u.budget_list(loaded, print, args.json))
+        return 0
     if command == "status":
         from teammates.status import status
 
@@ -203,6 +248,15 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
         from teammates.manifest import render
 
         sys.stdout.write(render(loaded, args.member, args.url))
+        return 0
+    if command == "slack":
+        from teammates.slack_app import SlackRefused, create_app
+
+        try:
+            create_app(loaded, args.member, args.url, print)
+        except SlackRefused as exc:
+            print(f"teammates: {exc}", file=sys.stderr)
+            return 1
         return 0
     if command == "chat":
         from teammates.chat import chat

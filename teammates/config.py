@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_MODEL = "claude-sonnet-4-5"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MEMBER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_SLASH_COMMAND = re.compile(r"/[a-z0-9_.-]{1,31}")
+# Slack's rules for a slash command: a leading "/", lowercase, no spaces, at most 32 characters.
+SLASH_COMMAND = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,30}$")
 
 
 class ConfigError(Exception):
@@ -77,16 +78,30 @@ class MemberConfig(_Strict):
     tools: list[str] = Field(default_factory=list)
     autonomy: Literal["notify", "approve", "auto"] = "approve"
     timezone: str | None = None  # for schedules built from chat when the person's is unknown
-    slash_command: str | None = None  # the member's slash command; None: `/<id>` (see `command`)
     channels: MemberChannels = Field(default_factory=MemberChannels)
     limits: MemberLimits = Field(default_factory=MemberLimits)
     slack: SlackCredentials | None = None
     teams: TeamsCredentials | None = None
+    slash_command: str | None = None  # default: "/<id>" (`command`)
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
         return _zone(value)
+
+    @field_validator("slash_command")
+    @classmethod
+    def _slash_command_shape(cls, value: str | None) -> str | None:
+        if value is not None and not SLASH_COMMAND.match(value):
+            raise ValueError("a slash command like /nova: a leading '/', then lowercase letters, digits, '-' or '_', "
+                             "at most 32 characters in all")
+        return value
+
+    @property
+    def command(self) -> str:
+        """The member's slash command: `slash_command`, else "/<id>" (which may be too long
+        for Slack when the id is: the manifest says so)."""
+        return self.slash_command or f"/{self.id}"
 
     @field_validator("id")
     @classmethod
@@ -94,18 +109,6 @@ class MemberConfig(_Strict):
         if not _MEMBER_ID.match(value):
             raise ValueError("a url-safe id: lowercase letters, digits, '-' or '_'")
         return value
-
-    @field_validator("slash_command")
-    @classmethod
-    def _command_shape(cls, value: str | None) -> str | None:
-        if value is not None and not _SLASH_COMMAND.fullmatch(value):
-            raise ValueError(f"a slash command: '/' then up to 31 lowercase letters, digits, '-' or '_', not {value!r}")
-        return value
-
-    @property
-    def command(self) -> str:
-        """The member's slash command as Slack sends it: `slash_command`, else `/<id>`."""
-        return self.slash_command or f"/{self.id}"
 
 
 def _zone(value: str | None) -> str | None:
@@ -187,6 +190,7 @@ class LlmConfig(_Strict):
 
 class SlackConfig(_Strict):
     api_url: str = "https://slack.com/api/"
+    config_token: str | None = None  # an app configuration token, only for `slack create-app`
     admins_from_workspace: bool = Field(default=False, description="Slack workspace admins and owners count as admins")
 
     @field_validator("api_url")
@@ -397,6 +401,11 @@ class LoadedConfig:
     config: Config
     path: Path | None
     unset: Mapping[str, str] = field(default_factory=dict)  # dotted key -> variable name
+    variables: Mapping[str, str] = field(default_factory=dict)  # dotted key -> the ${VAR} it is read from, set or not
+
+    def variable(self, *keys: str | int) -> str | None:
+        """The environment variable a setting is read from (`${VAR}` in the file), if any."""
+        return self.variables.get(".".join(str(k) for k in keys))
 
     def slack_gaps(self, member: MemberConfig) -> list[str]:
         """Variables that keep `member` off Slack (empty when it can be served)."""
@@ -448,7 +457,8 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     unset: dict[str, str] = {}
-    data = _interpolate(raw, env, (), unset)
+    variables: dict[str, str] = {}
+    data = _interpolate(raw, env, (), unset, variables)
     for var, keys in _ENV_OVERRIDES.items():
         if env.get(var):
             _set_in(data, keys, env[var])
@@ -473,15 +483,19 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None) -> L
     if priced and config.llm.price(config.llm.model) is None:
         raise ConfigError(f"{where}: budgets: a cost budget needs the price of {config.llm.model!r}: add it to llm.prices "
                           "(input, output per million tokens), or give the budget in tokens")
-    return LoadedConfig(config=config, path=path, unset=unset)
+    return LoadedConfig(config=config, path=path, unset=unset, variables=variables)
 
 
-def _interpolate(value: Any, env: Mapping[str, str], keys: tuple[str, ...], unset: dict[str, str]) -> Any:
+def _interpolate(value: Any, env: Mapping[str, str], keys: tuple[str, ...], unset: dict[str, str],
+                 variables: dict[str, str]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, (*keys, str(k)), unset) for k, v in value.items()}
+        return {k: _interpolate(v, env, (*keys, str(k)), unset, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, (*keys, str(i)), unset) for i, v in enumerate(value)]
+        return [_interpolate(v, env, (*keys, str(i)), unset, variables) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
+        found = _VAR.findall(value)
+        if found:
+            variables[".".join(keys)] = found[0][0]
         missing = [name for name, default in _VAR.findall(value) if not env.get(name) and not default]
         if missing:
             unset[".".join(keys)] = missing[0]

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs import schedules
-from jobs.autonomy import team_conversations
+from jobs import schedules, team
 from jobs.pauses import MemberPaused
 from jobs.people import People
 from jobs.queues import redis_from_url
@@ -76,11 +75,12 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str
             raise ConfigError(f"{file}: not a UTF-8 text file") from None
         sources.append(Source(file, text))
     async with opened(loaded) as db:
+        inside = await team.conversations(db)
         try:
             async with db.session() as session:
                 results = await core.apply(session, sources, created_by=by,
                                            fallback_creator=None if by else default_creator(loaded), admin=admin,
-                                           team_conversations=team_conversations(loaded.config))
+                                           team_conversations=inside)
         except core.ApplyError as exc:
             raise ConfigError(str(exc)) from None
         if any(result.scheduled for result in results):

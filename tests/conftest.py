@@ -343,11 +343,16 @@ class Stack:
         return SlackDriver(f"{self.url}/slack/{member}/events", creds["secret"], bot_user_id=creds["user"], slack=self.slack)
 
     def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return healthy(self.port)
+
+
+def healthy(port: int) -> bool:
+    """Does `teammates serve` (or `run`) on this port answer /healthz with 200?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture

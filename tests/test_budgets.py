@@ -11,11 +11,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.conftest import ANA, BOB, NOVA, NOVA_DM, Stack, free_port, wait_until
+from tests.conftest import ANA, BOB, NOVA, NOVA_DM, Stack, free_port, healthy, wait_until
 from tests.fakes.anthropic_api import Reply
 
 OUT = 16  # max_tokens, and what every answer of the fake uses: a call's worst case is its real use
-INPUT = 3000  # the fake's input tokens per call: between the API's count and the request's size
+INPUT = 3000  # the fake's input tokens per call, and its count_tokens answer (its requests are ~7,000 bytes)
 
 
 def fixed() -> Reply:
@@ -27,6 +27,7 @@ PER_CALL = INPUT + OUT
 
 
 def configure(stack: Stack, budgets: str) -> None:
+    stack.llm.set_input_count(INPUT)
     path = stack.workdir / "teammates.yml"
     text = path.read_text()
     old = next(line for line in text.splitlines() if line.startswith("llm:"))
@@ -80,6 +81,8 @@ def test_a_member_budget_for_five_turns_answers_five_of_twenty_concurrent_people
     said = Counter("used up" if "used up" in answers(stack, dm)[0] else answers(stack, dm)[0] for _, dm in crowd)
     assert said == Counter({"Sure.": 5, "used up": 15})
     assert len(calls(stack)) == 5, "the fake saw exactly five calls"
+    sizes = [len(json.dumps(c["body"]).encode()) for c in calls(stack)]
+    assert min(sizes) > INPUT, "the fake's usage is one a request of this size can have (a token is at least a byte)"
     refusal = next(answers(stack, dm)[0] for _, dm in crowd if "used up" in answers(stack, dm)[0])
     assert "Nova's monthly budget" in refusal and f"{5 * PER_CALL:,} tokens" in refusal
     assert "It resets on 1 " in refusal and "Europe/Amsterdam" in refusal
@@ -200,7 +203,7 @@ def test_two_instances_on_one_database_never_overshoot_a_budget_together(stack: 
     from tests.fakes.slack_driver import SlackDriver
 
     second = SlackDriver(f"http://127.0.0.1:{other}/slack/nova/events", creds["secret"], bot_user_id=creds["user"], slack=stack.slack)
-    wait_until(lambda: _up(other), timeout=30, what="the second instance")
+    wait_until(lambda: healthy(other), timeout=30, what="the second instance")
     crowd = people(stack, 12)
     drivers = [stack.driver(), second]
     threads = [threading.Thread(target=drivers[i % 2].dm, args=(user, f"q {user}"), kwargs={"channel": dm}) for i, (user, dm) in enumerate(crowd)]
@@ -214,16 +217,6 @@ def test_two_instances_on_one_database_never_overshoot_a_budget_together(stack: 
     assert answered == 4 and len(calls(stack)) == 4
     usage = stack.cli("usage", "--json")
     assert usage.returncode == 0, usage.stderr
-
-
-def _up(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_a_scheduled_run_that_needs_the_llm_is_skipped_with_the_reason_while_the_budget_is_used_up(stack: Stack) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 import redis
 from rq import Queue
 
-from tests.conftest import ANA, NOVA, NOVA_DM, Stack, free_port, wait_until
+from tests.conftest import ANA, NOVA, NOVA_DM, Stack, free_port, healthy, wait_until
 from tests.fakes.anthropic_api import Reply
 from tests.fakes.slack_driver import SlackDriver
 
@@ -102,7 +102,7 @@ def test_two_web_processes_and_two_workers_answer_each_message_once(stack: Stack
     stack.start_web()
     second_port = free_port()
     stack.start("web2", "serve", "--host", "127.0.0.1", "--port", str(second_port))
-    wait_until(lambda: _healthy(second_port), timeout=30, what="second web process")
+    wait_until(lambda: healthy(second_port), timeout=30, what="second web process")
     stack.start_worker("worker")
     stack.start_worker("worker2")
     drivers = [stack.driver(), SlackDriver(f"http://127.0.0.1:{second_port}/slack/nova/events", NOVA["secret"], bot_user_id=NOVA["user"], slack=stack.slack)]
@@ -131,16 +131,6 @@ def test_a_turn_does_not_wait_behind_500_queued_workflow_steps(stack: Stack) -> 
     stack.driver().dm(ANA, "urgent", channel=NOVA_DM)
     stack.slack.wait_for_posts(1, token=NOVA["token"], timeout=20)
     assert workflows.count > 250, f"only {workflows.count} of 500 steps were still waiting"
-
-
-def _healthy(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_capacity_is_visible_in_metrics_and_status(stack: Stack) -> None:

@@ -304,6 +304,18 @@ def test_a_foreach_shows_how_many_items_are_done_and_an_approval_waiting() -> No
                          "3. ○ Report")
 
 
+def test_a_foreach_shows_its_items_held_by_the_members_daily_cap_with_the_reason() -> None:
+    definition = WorkflowDefinition.model_validate(REMINDERS)
+    held = "held: Nova's daily limit of 3 external actions is reached; waits until 2026-12-03 00:00 Europe/Amsterdam or an admin raises it"
+    rows = rows_of(row("find", "done", [1, 2, 3, 4, 5]), row("remind", "running", {"items": [1, 2, 3, 4, 5]}),
+                   *(row(f"remind[{i}]/check", "done", {"decision": "approved"}) for i in range(5)),
+                   *(row(f"remind[{i}]/send", "done", "sent") for i in range(3)),
+                   *(StepRun(run_id="r1", step_path=f"remind[{i}]/send", status="waiting", error=held, input={"held": "nova"})
+                     for i in (3, 4)))
+    card = progress_card(definition, WorkflowRun(id="r1", status="waiting", error=None), rows)
+    assert card.tasks[1].details == f"3/5 done, 2 {held}"[:300]
+
+
 def test_the_outcome_counts_effects_rejections_and_skips_in_plain_words() -> None:
     definition = WorkflowDefinition.model_validate(REMINDERS)
     rejected = {"decision": "rejected", "by": "ana", "reason": "too formal"}

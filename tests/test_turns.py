@@ -87,7 +87,8 @@ def activity_rows(stack: Stack, action: str) -> list[dict[str, Any]]:
         try:
             async with db.session() as session:
                 rows = await session.execute(select(Activity).where(Activity.action == action))
-                return [{"description": a.description, "details": a.details} for a in rows.scalars()]
+                return [{"description": a.description, "details": a.details, "actor": a.actor_id, "member": a.member_id}
+                        for a in rows.scalars()]
         finally:
             await db.close()
 

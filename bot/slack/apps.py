@@ -114,5 +114,5 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
     app.event("app_home_opened")(on_home_opened)
     app.command(config.member(member_id).command)(on_command)
     app.action(re.compile(r"^(retry_turn|(approval|plan|effect|workflow)\.[a-z_]+)$"))(on_click)
-    app.view(re.compile(r"^approval\.[a-z_]+$"))(on_submit)
+    app.view(re.compile(r"^(approval\.[a-z_]+|member\.config)$"))(on_submit)
     return app

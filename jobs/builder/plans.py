@@ -38,7 +38,7 @@ from agents.messages import (
 )
 from agents.tools.context import ToolContext
 from agents.tools.registry import ToolError, known_tools, resolve
-from jobs import autonomy, schedules
+from jobs import schedules, team
 from jobs.builder import words
 from jobs.people import People
 from jobs.runtime import Runtime
@@ -118,7 +118,7 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
         try:
             await core.apply(session, [core.Source(source, text)], created_by=person or ctx.user_id, check_only=True,
                              admin=people.is_admin(ctx.user_id, platform), home_conversation=ctx.conversation.conversation,
-                             team_conversations=autonomy.team_conversations(rt.loaded.config))
+                             team_conversations=await team.conversations(rt.db))
         except core.ApplyError as exc:
             raise ToolError(f"{exc}. Ask the person for what is missing or wrong rather than guessing.") from None
         definition = WorkflowDefinition.model_validate(doc)
@@ -245,7 +245,7 @@ async def start(rt: Runtime, plan: Plan, by: str) -> tuple[str, str]:
                                        created_by=plan.person or plan.requester,
                                        admin=people.is_admin(plan.requester, plan.platform) or people.is_admin(by, plan.platform),
                                        home_conversation=plan.conversation,
-                                       team_conversations=autonomy.team_conversations(rt.loaded.config))
+                                       team_conversations=await team.conversations(rt.db))
             workflow = await workflow_store.by_name(session, plan.workflow)
             assert workflow is not None
             await store.set_home(session, workflow.id, home)
@@ -356,9 +356,8 @@ async def _zone(rt: Runtime, ctx: ToolContext, person: str | None) -> tuple[str,
         info = None
     if info is not None and info.timezone and _known(info.timezone):
         return info.timezone, "your"
-    member = next((m for m in config.members if m.id == ctx.member.id), None)
-    if member is not None and member.timezone:
-        return member.timezone, "my"
+    if ctx.member.timezone:  # as stored: an admin may have changed it from chat
+        return ctx.member.timezone, "my"
     async with rt.db.session() as session:
         return (await members.workspace(session)).timezone, "the workspace's"
 

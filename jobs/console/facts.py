@@ -104,18 +104,23 @@ async def period(rt: Runtime, member_id: str, now: datetime | None = None) -> Pe
 
 async def member_spend(rt: Runtime, member_id: str, since: datetime) -> Spend:
     async with rt.db.session() as session:
-        return Spend(*await usage.spent_since(session, since, member_id=member_id))
+        return _spend(await usage.total(session, usage.Scope(since=since, member_id=member_id)))
 
 
 async def person_spend(rt: Runtime, member_id: str | None, user_id: str, since: datetime) -> Spend:
     """What the person's conversations cost (with one member, or with all of them)."""
     async with rt.db.session() as session:
-        return Spend(*await usage.spent_since(session, since, member_id=member_id, user_ids=[user_id]))
+        return _spend(await usage.total(session, usage.Scope(since=since, member_id=member_id, user_ids=(user_id,))))
 
 
 async def team_spend(rt: Runtime, since: datetime) -> dict[str, Spend]:
     async with rt.db.session() as session:
-        return {m: Spend(*s) for m, s in (await usage.spent_by_member_since(session, since)).items()}
+        return {m: _spend(f) for m, f in (await usage.by_member(session, usage.Scope(since=since))).items()}
+
+
+def _spend(figures: usage.Figures) -> Spend:
+    """Every billed token counts: input, output, cache reads and writes."""
+    return Spend(figures.total, figures.cost)
 
 
 async def budget_use(rt: Runtime, scope: str) -> BudgetUse | None:

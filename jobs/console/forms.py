@@ -28,5 +28,8 @@ async def form_for(db: Database, config: Config, action: InboundAction, channel:
     command = next((m.command for m in config.members if m.id == action.member_id), f"/{action.member_id}")
     if not await People.from_config(config).may_administer(action.user_id, action.platform, channel):
         return f"Only an admin can use `{command} config`."
-    # LEAD: route `config` to jobs.member_settings.open_form(...) here once it exists; until then:
-    return f"Changing a member's settings from chat is coming soon. For now an admin edits teammates.yml (`{command} help` lists what works)."
+    from jobs import (
+        member_settings,  # its form: role, description, persona, autonomy, channels, time zone, budget
+    )
+
+    return await member_settings.form_for(db, config, action.member_id, action.user_id, action.platform)

@@ -12,7 +12,8 @@ How a run moves (one module per part, no import cycles, no private names across 
   in the same transaction.
 - `approvals` and `timers`: `approval` and `wait` steps suspend (the step row is `waiting` with
   a `wake_at`, a timer job on RQ's scheduler, no worker held); a decision (first one wins) or
-  the timer resumes the run.
+  the timer resumes the run. An effect step past its member's daily cap (`jobs.spend.caps`) is
+  held the same way (`waiting`, its `error` says why) and runs again when its timer fires.
 - `progress` shows a run's steps in its origin conversation (one message, updated by a
   coalesced job after each committed change; nothing at all for runs nobody follows), and
   `outcomes` tells the requester how the run ended when that is worth it, once.

@@ -95,9 +95,9 @@ async def advance_run(session: Any, run: WorkflowRun, definition: WorkflowDefini
                                        action="run_failed", description=f"{definition.name} failed: {plan.failed}",
                                        entity_type="workflow", entity_id=definition.name, run_id=run_id))
     else:
-        finished = {path for path, _ in plan.finished_rows}  # `rows` were read before they were finished
-        busy = any(r.status in ("queued", "running", "retrying") for p, r in rows.items() if p not in finished) or to_queue
-        status = "waiting" if plan.waiting and not busy else "running"
+        # Only leaf steps are work in flight: a foreach's or parallel's own row stays `running`
+        # until it is done, so a run whose open items all wait (approvals, held effects) waits.
+        status = "waiting" if plan.waiting and not (plan.busy or to_queue) else "running"
         if status != run.status:
             await store.set_run_status(session, run_id, status)
     return outcome, to_queue

@@ -41,6 +41,7 @@ from agents.messages import (
     InboundAction,
     MessageRef,
 )
+from jobs import team
 from jobs.people import People
 from jobs.runs import queueing
 from jobs.runs.advance import advance
@@ -149,7 +150,7 @@ async def _post_copies(rt: Runtime, row: Approval, platform: str, to: str, origi
         destinations.append(("thread", MessageRef(str(origin["conversation"]), None, origin.get("thread")), None))
     elif to not in ("thread", "dm"):
         destinations.append((f"to-{to}", MessageRef(to), None))
-    elif to == "thread" and (approvals_channel := _approvals_channel(rt, row.member_id)):
+    elif to == "thread" and (approvals_channel := await _approvals_channel(rt, row.member_id)):
         destinations.append(("channel", MessageRef(approvals_channel), None))
     if not destinations:
         who = await people(rt).user_ids(recipients or row.approvers or rt.loaded.config.admins, channel, platform)
@@ -287,11 +288,9 @@ async def approve_all(rt: Runtime, action: InboundAction) -> str:
     return f"approved {approved}, refused {refused}"
 
 
-def _approvals_channel(rt: Runtime, member_id: str) -> str | None:
-    for member in rt.loaded.config.members:
-        if member.id == member_id:
-            return member.channels.approvals
-    return None
+async def _approvals_channel(rt: Runtime, member_id: str) -> str | None:
+    member = await team.member(rt.db, member_id)
+    return member.approvals_channel if member is not None else None
 
 
 # ---------------------------------------------------------------------------- showing

@@ -19,13 +19,14 @@ from agents.messages import MessageRef
 from agents.tools.context import Held, HistoryLine, ToolContext
 from agents.tools.registry import Tool, ToolError, known_tools, resolve
 from agents.turns import LlmUnavailable, OverBudget, TurnSettings, run_turn
-from jobs import autonomy, pacing, pauses, tool_secrets
+from jobs import autonomy, pacing, pauses, team, tool_secrets
 from jobs.runs import approvals as approvals_core
 from jobs.runs import queueing
 from jobs.runs.origin import Origin
 from jobs.runs.settings import settings
 from jobs.runs.start import ChainTooDeep, Started, publish_in, start_loaded
 from jobs.runtime import Runtime
+from jobs.spend import caps
 from jobs.spend import limits as spend_limits
 from jobs.spend import tell as spend_tell
 from jobs.spend.meter import BudgetMeter
@@ -54,6 +55,8 @@ class Suspend:
 
     wake_at: datetime | None
     approval_id: str | None = None
+    held: str | None = None  # why an effect step is held (its member's cap), shown as the step's error
+    held_by: str | None = None  # the member whose cap holds it (`jobs.spend.caps.wake_held` finds it by this)
 
 
 DEFAULT_PLATFORM = "slack"  # where a run with no platform in its origin posts
@@ -72,15 +75,21 @@ async def execute(rt: Runtime, definition: WorkflowDefinition, run_id: str, path
     render = _renderer(step, ctx)
     if isinstance(step, PostStep):
         channel_id = render(step.post.channel, "post.channel")
-        await _check_effect(rt, definition, run_id, path, step, ctx, str(channel_id))
+        if await _check_effect(rt, definition, run_id, path, step, ctx, str(channel_id)):
+            held = await _hold(rt, definition, run_id, path)
+            if held is not None:
+                return held
         return await _post(rt, definition, run_id, path, channel_id,
                            render(step.post.text, "post.text"), render(step.post.thread_ts, "post.thread_ts"), step.post.platform)
     if isinstance(step, AgentStep):
         return await _agent(rt, definition, run_id, path, step, render(step.prompt, "prompt"), ctx)
     if isinstance(step, ToolStep):
         args = render(step.args, "args")
-        if step.tool == autonomy.POST_TOOL or step.tool in _effect_tools():
-            await _check_effect(rt, definition, run_id, path, step, ctx, args)
+        if (step.tool == autonomy.POST_TOOL or step.tool in _effect_tools()) \
+                and await _check_effect(rt, definition, run_id, path, step, ctx, args):
+            held = await _hold(rt, definition, run_id, path)
+            if held is not None:
+                return held
         return await _tool(rt, definition, run_id, path, step.tool, args, ctx.get("secrets"))
     if isinstance(step, ApprovalStep):
         return await _approval(rt, definition, run_id, path, step, render)
@@ -167,17 +176,11 @@ def _effect_tools() -> frozenset[str]:
     return frozenset(tool.name for tool in resolve(known_tools()) if tool.effect)
 
 
-_TEAM: dict[int, frozenset[str]] = {}
-
-
-def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
+async def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
     """Where a post of this run stays inside the team: its origin conversation and the
-    team's channels (`jobs.autonomy`)."""
-    config = rt.loaded.config
-    team = _TEAM.get(id(config))
-    if team is None:
-        team = _TEAM[id(config)] = autonomy.team_conversations(config)
-    return team | {origin.conversation} if origin is not None and origin.conversation else team
+    team's channels (`jobs.team`)."""
+    inside = await team.conversations(rt.db)
+    return inside | {origin.conversation} if origin is not None and origin.conversation else inside
 
 
 async def _level(rt: Runtime, definition: WorkflowDefinition) -> autonomy.Level:
@@ -186,17 +189,17 @@ async def _level(rt: Runtime, definition: WorkflowDefinition) -> autonomy.Level:
 
 
 async def _check_effect(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: Step, ctx: dict[str, Any],
-                        rendered: Any) -> None:
+                        rendered: Any) -> str | None:
     """The engine's own check before a post or tool step acts (apply checked the definition;
     this checks the run): an effect under `notify` fails, and under `approve` fails unless an
     approval on its path was approved in this run. Raises `StepFailure` (the step's row and the
-    activity feed then say why)."""
-    what = autonomy.effect_of(step, _effect_tools(), _inside(rt, await _origin(rt, run_id)), rendered)
+    activity feed then say why). Returns what makes the step an effect (None: it is not one)."""
+    what = autonomy.effect_of(step, _effect_tools(), await _inside(rt, await _origin(rt, run_id)), rendered)
     if what is None:
-        return
+        return None
     level = await _level(rt, definition)
     if level == "auto":
-        return
+        return what
     extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
     if level == "notify":
         log.warning("effect step %s stopped: autonomy notify", path, extra=extra)
@@ -206,18 +209,33 @@ async def _check_effect(rt: Runtime, definition: WorkflowDefinition, run_id: str
         log.warning("effect step %s stopped: no approval on its path was approved", path, extra=extra)
         raise StepFailure(f"step {path!r}: stopped: it sends outside the team ({what}) and no approval before it was approved "
                           f"in this run; add an approval before {step.id!r}, or ask an admin for autonomy: auto")
+    return what
+
+
+async def _hold(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str) -> Suspend | None:
+    """An effect step takes a slot of its member's cap (`jobs.spend.caps`) before it acts; past
+    the cap it is held until the cap resets (or an admin raises it and wakes it). The slot is
+    keyed by the step's effect id: a retry of the same step takes no second one."""
+    capped = await caps.take(rt.db, rt.loaded.config, definition.member, effect_id(run_id, path), run_id=run_id,
+                             workflow=definition.name)
+    if capped is None:
+        return None
+    return Suspend(wake_at=capped.resets_at.astimezone(UTC), held=capped.held(), held_by=definition.member)
 
 
 def _agent_gate(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, level: autonomy.Level, approved: str | None,
-                inside: frozenset[str]) -> Any:
+                inside: frozenset[str], member_id: str) -> Any:
     """The gate of an agent step's tool calls: an effect runs under `auto`, or under `approve`
     when an approval before the step was approved in this run; otherwise it is stopped, logged
-    and recorded, and the model is told it needs an approval."""
+    and recorded, and the model is told it needs an approval. An effect let through takes a
+    slot of `member_id`'s cap first; past the cap it does not run and the model is told why."""
 
-    async def gate(tool: Tool[Any], _ctx: ToolContext, raw: Any) -> Held | None:
+    async def gate(tool: Tool[Any], ctx: ToolContext, raw: Any) -> Held | None:
         what = autonomy.call_effect(tool.name, tool.effect, raw, inside)
-        if what is None or level == "auto" or (level == "approve" and approved is not None):
+        if what is None:
             return None
+        if level == "auto" or (level == "approve" and approved is not None):
+            return await _capped_call(rt, ctx, member_id, run_id, definition.name)
         extra = {"run_id": run_id, "workflow": definition.name, "member": definition.member}
         log.warning("agent step %s: %s stopped (autonomy %s, no approval)", path, what, level, extra=extra)
         async with rt.db.session() as session:
@@ -233,6 +251,14 @@ def _agent_gate(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: 
                     "was approved in this run. Do not try again; say in your answer what you would have sent.")
 
     return gate
+
+
+async def _capped_call(rt: Runtime, ctx: ToolContext, member_id: str, run_id: str, workflow: str) -> Held | None:
+    """A tool call's slot of its member's cap, keyed by the call's place in the step (the Nth
+    effect of the step keeps its id on every attempt); past the cap, the model's answer."""
+    slot = ctx.effects.next_id("slot") if ctx.effects is not None else f"{ctx.run_id}-{ctx.call_id}-slot"
+    capped = await caps.take(rt.db, rt.loaded.config, member_id, slot, run_id=run_id, workflow=workflow)
+    return None if capped is None else Held(capped.refusal(rt.loaded.config, ctx.channel.mention))
 
 
 async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path: str, step: AgentStep, prompt: Any,
@@ -254,7 +280,8 @@ async def _agent(rt: Runtime, definition: WorkflowDefinition, run_id: str, path:
     step_run = f"{run_id}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # the same on every attempt
     origin = await _origin(rt, run_id)
     gate = _agent_gate(rt, definition, run_id, path, await _level(rt, definition),
-                       autonomy.approved_on_path(definition, step.id, step_ctx.get("steps", {})), _inside(rt, origin))
+                       autonomy.approved_on_path(definition, step.id, step_ctx.get("steps", {})), await _inside(rt, origin),
+                       member_id)
     ctx = ToolContext(member=member, channel=_channel(rt, await _origin_platform(rt, run_id), member_id), conversation=None,
                       user_id=member_id, run_id=step_run, history=_no_history, effects=ToolEffects(rt, step_run),
                       secrets=tool_secrets.reader(rt), gate=gate)

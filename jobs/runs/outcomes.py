@@ -24,7 +24,7 @@ from typing import Any
 from agents.channels import ChannelError, is_permanent
 from agents.messages import MessageRef
 from agents.tools.registry import resolve
-from jobs import autonomy, pacing
+from jobs import pacing, team
 from jobs.people import People
 from jobs.runs.definitions import find_step
 from jobs.runs.origin import Origin
@@ -188,7 +188,7 @@ async def tell(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, ro
         return channel.mention(user) if channel is not None else user
 
     outcome = summarize(definition, run, rows, agent_effects, origin, mention, people,
-                        autonomy.team_conversations(rt.loaded.config))
+                        await team.conversations(rt.db))
     text = outcome.sentence()
     worth = outcome.worth_telling and bool(origin.conversation or origin.person)
     async with rt.db.session() as session:

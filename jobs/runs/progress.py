@@ -37,6 +37,7 @@ from jobs.runs.definitions import load_version
 from jobs.runs.origin import Origin
 from jobs.runs.walk import DONE
 from jobs.runtime import Runtime
+from jobs.spend.caps import HELD
 from jobs.workflows.definition import ApprovalStep, ForeachStep, Step, WorkflowDefinition
 from storage import effects
 from storage import workflows as store
@@ -199,6 +200,11 @@ def step_task(step: Step, rows: dict[str, StepRun]) -> Task:
         waiting = _waiting_inside(step.id, rows)
         if waiting and status != "complete":
             details += f", {waiting} waiting for approval"
+        held = [r for path, r in rows.items() if path.startswith((f"{step.id}[", f"{step.id}/")) and _held(r)]
+        if held and status != "complete":
+            details += f", {len(held)} {held[0].error}"
+    elif row is not None and _held(row):
+        details = str(row.error)
     elif row is not None and row.status == "waiting":
         details = "waiting for approval" if isinstance(step, ApprovalStep) else "waiting"
     elif isinstance(step, ApprovalStep) and row is not None and row.status == "done" and isinstance(row.output, dict):
@@ -230,6 +236,11 @@ def _item_done(step: ForeachStep, index: int, rows: dict[str, StepRun]) -> bool:
     the rest of its steps recorded `skipped`)."""
     row = rows.get(f"{step.id}[{index}]/{step.steps[-1].id}")
     return row is not None and row.status in (*DONE, "failed")
+
+
+def _held(row: StepRun) -> bool:
+    """An effect step held by its member's cap (`jobs.spend.caps`): its error says why."""
+    return row.status == "waiting" and isinstance(row.input, dict) and bool(row.input.get(HELD)) and bool(row.error)
 
 
 def _waiting_inside(step_id: str, rows: dict[str, StepRun]) -> int:

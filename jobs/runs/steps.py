@@ -22,6 +22,7 @@ from jobs.runs.settings import lease as lease_of
 from jobs.runs.settings import settings
 from jobs.runs.walk import Walk, run_context, walk
 from jobs.runtime import Runtime
+from jobs.spend.caps import HELD
 from jobs.workflows import templates
 from jobs.workflows.definition import Step, WorkflowDefinition
 from storage import activity
@@ -78,11 +79,17 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
         return await _failed(rt, definition, run_id, path, step, error, attempt, retryable=True, origin=origin)
     assert rt.redis is not None
     if isinstance(outcome, kinds.Suspend):
+        # A held effect step (its member's cap is reached) says why in its `error`; its timer
+        # runs it again (`timers.wake`) instead of finishing it like a wait. Being held is not
+        # an attempt at the effect: it does not use up the step's retries.
+        state = {"approval_id": outcome.approval_id} if outcome.approval_id else {HELD: outcome.held_by} if outcome.held else None
         async with rt.db.session() as session:
             await store.update_step(session, run_id, path, where_status=("running",), where_attempt=attempt, status="waiting",
-                                    wake_at=outcome.wake_at, lease_until=None,
-                                    input={"approval_id": outcome.approval_id} if outcome.approval_id else None)
+                                    wake_at=outcome.wake_at, lease_until=None, input=state, error=outcome.held,
+                                    **({"attempt": attempt - 1} if outcome.held else {}))
             _, to_queue = await advance_in(session, run_id, config)
+        if outcome.held:
+            log.info("step %s %s", path, outcome.held, extra=extra)
         if outcome.wake_at is not None:
             queueing.schedule_wake(rt.redis, run_id, path, outcome.wake_at)
         queueing.enqueue_steps(rt.redis, run_id, to_queue)

@@ -1,4 +1,5 @@
-"""Timers: a wait that is over, an approval that expires, a retry whose backoff has passed.
+"""Timers: a wait that is over, an approval that expires, a retry whose backoff has passed, an
+effect step held by its member's cap (`jobs.spend.caps`) whose cap has reset.
 
 A timer is an RQ scheduled job; the step row's `wake_at` is the truth, so a timer that fires
 early waits on and one Redis lost is fired by the reconciler."""
@@ -12,6 +13,7 @@ from jobs.runs.approvals import due
 from jobs.runs.definitions import find_step, load_version
 from jobs.runs.settings import settings
 from jobs.runtime import Runtime
+from jobs.spend.caps import HELD
 from storage import workflows as store
 from storage.models import utcnow
 
@@ -28,10 +30,12 @@ async def wake(rt: Runtime, run_id: str, path: str) -> str:
             queueing.schedule_wake(rt.redis, run_id, path, row.wake_at)
             return "not due yet"
         approval_id = (row.input or {}).get("approval_id")
-        if row.status == "retrying":
-            # queued with a lease like any queued step, so the reconciler sees a lost job
-            if not await store.update_step(session, run_id, path, where_status=("retrying",), status="queued", wake_at=None,
-                                           lease_until=utcnow() + grace(rt)):
+        held = row.status == "waiting" and bool((row.input or {}).get(HELD))
+        if row.status == "retrying" or held:
+            # queued with a lease like any queued step, so the reconciler sees a lost job; a
+            # held effect step runs again and takes a slot of its member's cap then
+            if not await store.update_step(session, run_id, path, where_status=(row.status,), status="queued", wake_at=None,
+                                           lease_until=utcnow() + grace(rt), **({"error": None} if held else {})):
                 return "already requeued"
             timeout = await step_job_timeout(session, run_id, path)
             action = "retry"

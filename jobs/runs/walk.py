@@ -30,6 +30,7 @@ class Walk:
     contexts: dict[str, dict[str, Any]] = field(default_factory=dict)  # template context per open leaf
     failed: str | None = None
     waiting: bool = False
+    busy: bool = False  # a leaf step is queued, running or retrying (a container's own row never counts)
     output: Any = None
     max_foreach_items: int = DEFAULT_MAX_FOREACH_ITEMS
     _started: set[str] | None = None
@@ -97,6 +98,8 @@ def walk(steps: list[Step], prefix: str, ctx: dict[str, Any], rows: dict[str, St
             plan.runnable.append((path, step))
         elif row.status == "waiting":
             plan.waiting = True
+        elif row.status in ("queued", "running", "retrying"):
+            plan.busy = True
         plan.contexts[path] = ctx
         return "blocked"
     return "done"

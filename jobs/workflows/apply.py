@@ -99,7 +99,7 @@ async def apply(session: Any, sources: list[Source], *, created_by: str | None =
     Autonomy: `admin` says whether the one applying is an admin (only then is `autonomy: auto`
     accepted). A post step stays inside the team when its channel is the literal id
     `home_conversation` (the conversation the workflow was built in; None from the CLI) or one
-    of `team_conversations` (`jobs.autonomy.team_conversations(config)`)."""
+    of `team_conversations` (`jobs.team.conversations`)."""
     loaded: list[tuple[Source, WorkflowDefinition]] = []
     seen: dict[str, str] = {}
     for source in sources:

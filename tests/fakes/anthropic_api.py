@@ -254,6 +254,7 @@ class FakeAnthropic:
         self._closing: asyncio.Event | None = None
         self.base_url: str = ""
         self._api_keys: set[str] | None = None  # None: any key is accepted
+        self._input_count: int | None = None  # None: count_tokens estimates from the request
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -345,6 +346,13 @@ class FakeAnthropic:
         """Accept only these API keys (401 authentication_error for any other); None: any."""
         with self._lock:
             self._api_keys = None if keys is None else set(keys)
+
+    def set_input_count(self, tokens: int | None) -> None:
+        """What `count_tokens` answers for every request (None: an estimate from its size). A
+        test that scripts fixed usage sets the same input here, as the real API counts exactly
+        what it then bills."""
+        with self._lock:
+            self._input_count = tokens
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -548,8 +556,10 @@ class FakeAnthropic:
             self._record(request, body, 400)
             return self._error(400, "model and messages are required")
         self._record(request, body, 200)
+        with self._lock:
+            fixed = self._input_count
         return web.json_response(
-            {"input_tokens": max(1, _tokens(json.dumps(body, sort_keys=True)))}
+            {"input_tokens": fixed if fixed is not None else max(1, _tokens(json.dumps(body, sort_keys=True)))}
         )
 
     async def _handle_messages(self, request: web.Request) -> web.StreamResponse:

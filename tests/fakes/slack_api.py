@@ -11,6 +11,11 @@ Socket Mode: ``add_app_token`` registers an app-level (xapp-) token for a bot;
 websocket greets the client with ``hello``, takes envelopes from ``send_socket_event`` and
 records the acks (``{"envelope_id": ...}``) the client sends back.
 
+App manifests: ``add_config_token`` registers an app configuration token;
+``apps.manifest.create`` with it checks the manifest against Slack's published schema (and the
+rules Slack adds, ``tests/fakes/manifest_schema.py``), answers ``invalid_manifest`` with an
+``errors`` list as Slack does, or creates the app (``created_apps``).
+
 The server runs in its own thread with its own event loop, so it can be used from sync tests,
 async tests (without blocking their loop) and from other processes over HTTP. Every public
 method is synchronous and guarded by one lock.
@@ -53,16 +58,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from tests.fakes import manifest_schema
+
 __all__ = ["FakeSlack", "SCOPES"]
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
-#: Scopes reported in the ``x-oauth-scopes`` header (slack_bolt reads it after auth.test).
+#: Scopes reported in the ``x-oauth-scopes`` header (slack_bolt reads it after auth.test;
+#: `teammates check` compares them with what the member's manifest asks for). ``set_scopes``
+#: grants a bot fewer, as an app installed from an older manifest has.
 SCOPES = (
     "chat:write,im:history,channels:history,app_mentions:read,users:read,reactions:write,"
-    "im:write,commands,channels:read,groups:read,im:read"
+    "im:write,commands,channels:read,groups:read,im:read,groups:history,usergroups:read,users:read.email"
 )
 
 # Keys kept on stored messages for test assertions but never returned by the API.
@@ -103,6 +112,7 @@ class _Bot:
     bot_id: str
     name: str
     app_id: str
+    scopes: str = SCOPES
 
 
 @dataclass
@@ -254,6 +264,8 @@ class FakeSlack:
         self._after: dict[str, deque[Callable[[], None]]] = {}  # method -> one-shot actions after a call
         self._method_delays: dict[str, float] = {}
         self._app_tokens: dict[str, str] = {}  # xapp- token -> bot (xoxb-) token
+        self._config_tokens: dict[str, bool] = {}  # app configuration token -> still valid
+        self._created_apps: list[Json] = []  # {"app_id", "manifest", "credentials"}
         self._socket_urls: dict[str, str] = {}  # socket id in the ws:// URL -> xapp- token
         self._sockets: dict[str, list[web.WebSocketResponse]] = {}  # xapp- token -> open sockets
         self._socket_acks: dict[str, list[Json]] = {}  # xapp- token -> ack messages received
@@ -384,6 +396,11 @@ class FakeSlack:
                 "app_id": app_id,
             }
 
+    def set_scopes(self, token: str, scopes: str) -> None:
+        """The scopes a bot's install granted (comma-separated, as Slack's header has them)."""
+        with self._lock:
+            self._bots[token].scopes = scopes
+
     def add_app_token(self, token: str, bot_token: str) -> None:
         """Register an app-level token (Socket Mode) for the app of an already added bot."""
         if not token.startswith("xapp-"):
@@ -395,6 +412,17 @@ class FakeSlack:
             self._sockets.setdefault(token, [])
             self._socket_acks.setdefault(token, [])
             self._socket_connects.setdefault(token, 0)
+
+    def add_config_token(self, token: str, *, expired: bool = False) -> None:
+        """Register an app configuration token (for apps.manifest.create); an expired one is
+        answered ``token_expired``, as Slack does after its 12 hours."""
+        with self._lock:
+            self._config_tokens[token] = not expired
+
+    def created_apps(self) -> list[Json]:
+        """Apps created with apps.manifest.create: {"app_id", "manifest", "credentials"}."""
+        with self._lock:
+            return copy.deepcopy(self._created_apps)
 
     def add_user(
         self,
@@ -813,6 +841,36 @@ class FakeSlack:
         self._socket_urls[sid] = app_token
         return {"url": f"ws://127.0.0.1:{self.port}/socket/{sid}"}
 
+    def _apps_manifest_create(self, token: str | None, params: Json) -> Json:
+        """Shaped like Slack's answer (samples/slack/api/apps.manifest.create.json)."""
+        if not token:
+            return {"ok": False, "error": "not_authed"}
+        if token in self._bots or token in self._app_tokens:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if token not in self._config_tokens:
+            return {"ok": False, "error": "invalid_auth"}
+        if not self._config_tokens[token]:
+            return {"ok": False, "error": "token_expired"}
+        raw = params.get("manifest")
+        if raw is None:
+            return {"ok": False, "error": "invalid_arguments"}
+        try:
+            manifest = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return {"ok": False, "error": "invalid_manifest",
+                    "errors": [{"message": "The manifest is not valid JSON", "pointer": "/"}]}
+        errors = manifest_schema.problems(manifest)
+        if errors:
+            return {"ok": False, "error": "invalid_manifest", "errors": errors}
+        app_id = self._next_id("A")
+        client_id = f"{int(time.time())}.{len(self._created_apps) + 1:06d}"
+        credentials = {"client_id": client_id, "client_secret": uuid.uuid4().hex,
+                       "verification_token": uuid.uuid4().hex[:24], "signing_secret": uuid.uuid4().hex}
+        self._created_apps.append({"app_id": app_id, "manifest": copy.deepcopy(manifest), "credentials": dict(credentials)})
+        scopes = ",".join(manifest.get("oauth_config", {}).get("scopes", {}).get("bot", []))
+        return {"ok": True, "app_id": app_id, "credentials": credentials,
+                "oauth_authorize_url": f"https://slack.com/oauth/v2/authorize?client_id={client_id}&scope={scopes}"}
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -903,6 +961,8 @@ class FakeSlack:
             if token not in self._app_tokens:
                 return 200, {}, {"ok": False, "error": "invalid_auth"}
             return 200, {}, {"ok": True, **self._apps_connections_open(token)}
+        if method == "apps.manifest.create":
+            return 200, {}, self._apps_manifest_create(token, params)
         handler = self._handlers.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method"}
@@ -913,7 +973,7 @@ class FakeSlack:
         bot = self._bots.get(token)
         if bot is None:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
-        headers = {"x-oauth-scopes": SCOPES, "x-accepted-oauth-scopes": ""}
+        headers = {"x-oauth-scopes": bot.scopes, "x-accepted-oauth-scopes": ""}
         blocked = self._channel_failures.get(str(params.get("channel") or params.get("channel_id") or ""))
         if blocked:
             return 200, headers, {"ok": False, "error": blocked}
