@@ -58,8 +58,9 @@ def effective(workflow_level: str | None, member_level: str | None) -> Level:
 
 
 def team_conversations(config: Config) -> frozenset[str]:
-    """The team's own channels: every member's `channels.activity` and `channels.approvals`."""
-    found: set[str] = set()
+    """The team's own channels: every member's `channels.activity` and `channels.approvals`,
+    and the workspace's activity feed."""
+    found: set[str] = {config.workspace.channels.activity} if config.workspace.channels.activity else set()
     for member in config.members:
         for channel in (member.channels.activity, member.channels.approvals):
             if channel:

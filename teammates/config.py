@@ -106,11 +106,16 @@ def _zone(value: str | None) -> str | None:
     return value
 
 
+class WorkspaceChannels(_Strict):
+    activity: str | None = None  # the activity feed of every member without one of its own
+
+
 class WorkspaceConfig(_Strict):
     name: str = "My team"
     locale: str = "en-GB"
     timezone: str = "UTC"
     currency: str = "EUR"
+    channels: WorkspaceChannels = Field(default_factory=WorkspaceChannels)
 
     @field_validator("timezone")
     @classmethod
@@ -366,6 +371,14 @@ class Config(_Strict):
     tools: list[ToolConfig] = Field(default_factory=list)
     email: EmailConfig | None = None
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+
+    def activity_channel(self, member_id: str | None) -> str | None:
+        """Where `member_id`'s activity feed goes: its own `channels.activity`, else the
+        workspace's (also for what belongs to no member); None: nowhere."""
+        for member in self.members:
+            if member.id == member_id and member.channels.activity:
+                return member.channels.activity
+        return self.workspace.channels.activity
 
     def member(self, member_id: str) -> MemberConfig:
         for member in self.members:

@@ -26,6 +26,7 @@ from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from storage import activity
 from storage import approvals as approval_store
 from storage import members
 from storage import secrets as secret_store
@@ -154,6 +155,11 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
             if row is None:
                 raise ConfigError(f"no workflow named {name!r}")
             await store.set_status(session, row.id, status)
+            if row.status != status:  # in the feed beside what members did
+                await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="cli",
+                                      action="workflow_paused" if status == "paused" else "workflow_resumed",
+                                      description=f"{'Paused' if status == 'paused' else 'Resumed'} {name} from the command line",
+                                      entity_type="workflow", entity_id=name)
         if status == "active":
             await _reconcile_quietly(loaded, db)
     say(f"{name}: {'paused' if status == 'paused' else 'active'}")
