@@ -26,9 +26,8 @@ from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
-from storage import activity
+from storage import activity, members
 from storage import approvals as approval_store
-from storage import members
 from storage import secrets as secret_store
 from storage import workflows as store
 from storage.db import Database
