@@ -153,8 +153,9 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
             row = await store.by_name(session, name)
             if row is None:
                 raise ConfigError(f"no workflow named {name!r}")
+            changed = row.status != status
             await store.set_status(session, row.id, status)
-            if row.status != status:  # in the feed beside what members did
+            if changed:  # in the feed beside what members did
                 await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="cli",
                                       action="workflow_paused" if status == "paused" else "workflow_resumed",
                                       description=f"{'Paused' if status == 'paused' else 'Resumed'} {name} from the command line",

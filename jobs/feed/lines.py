@@ -86,6 +86,8 @@ def line(row: Activity, words: Words, run: RunFacts | None = None) -> str | None
     if action in ("workflow_applied", "workflow_deleted"):
         return f"{who} {_lower(row.description)}" if row.actor_type == "person" else row.description
     if action in ("workflow_paused", "workflow_resumed"):
+        if row.actor_type != "person":
+            return row.description
         return f"{who} {'paused' if action == 'workflow_paused' else 'resumed'} {row.entity_id}"
     if action == "message.failed":
         return f"{name} {_lower(row.description)}"

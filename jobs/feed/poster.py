@@ -40,7 +40,8 @@ EVERY = 2.0  # seconds between passes
 PAGE = 500  # rows read per pass
 PASS_BUDGET = 20.0  # seconds a pass may spend posting; the rest waits for the next
 LOCK_TTL = 60.0  # seconds; a pass of a dead process holds the lock no longer
-LEASE = timedelta(seconds=90)  # a `posting` record older than this lost its poster
+POST_TIMEOUT = 30.0  # seconds one post may take, retries included; then it is left to the lease
+LEASE = timedelta(seconds=45)  # a `posting` record older than this lost its poster (> POST_TIMEOUT)
 QUIET_AFTER = timedelta(seconds=60)  # a row this old was committed: the cursor may pass it
 LOOK_BACK = timedelta(hours=1)  # a new feed starts with the last hour
 PLATFORM = "slack"
@@ -102,17 +103,23 @@ async def _pass(rt: Runtime) -> int:
 
 
 async def _post_channel(rt: Runtime, channel_id: str, lines: list[tuple[Activity, str]], deadline: float, settled: set[int]) -> int:
-    """This channel's lines in order; stops at the first that cannot go now (a later line of
-    the same run must not start its thread before it)."""
+    """This channel's lines in order. A line another poster holds keeps the later lines of its
+    run back (they must not start the run's thread before it); a line Slack refuses for now
+    ends the channel's turn (it is rate limited or away)."""
     landed = 0
+    held: set[str | None] = set()
     for row, text in lines:
         if time.monotonic() > deadline:
             break
+        if row.run_id in held:
+            continue
         outcome = await _post_line(rt, channel_id, row, text)
         if outcome == "later":
             break
-        if outcome != "busy":
-            settled.add(row.id)
+        if outcome == "busy":
+            held.add(row.run_id)
+            continue
+        settled.add(row.id)
         landed += outcome == "posted"
     return landed
 
@@ -142,7 +149,10 @@ async def _post_line(rt: Runtime, channel_id: str, row: Activity, text: str) -> 
     assert rt.redis is not None
     await pacing.pace(rt.redis, f"{PLATFORM}:channel:{channel_id}", rt.loaded.config.workers.channel_post_interval)
     try:
-        posted = await channel.post(where, text, effect_id=key)
+        posted = await asyncio.wait_for(channel.post(where, text, effect_id=key), POST_TIMEOUT)
+    except TimeoutError:  # it may have landed: the next poster after the lease asks Slack
+        log.warning("feed line in %s: no answer from Slack in %.0f s", channel_id, POST_TIMEOUT, extra=extra)
+        return "later"
     except ChannelError as exc:
         async with rt.db.session() as session:
             if is_permanent(exc):
