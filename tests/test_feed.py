@@ -28,14 +28,21 @@ steps:
       - id: approve
         approval: {{message: "Remind {{{{ item.client }}}} about {{{{ item.number }}}}?", show: "Dear {{{{ item.client }}}}", approvers: [ana]}}
       - id: send
+        tool: send_payment_reminder
+        args: {{number: "{{{{ item.number }}}}", text: "{{{{ steps.approve.content }}}}"}}
+      - id: tell
         post: {{channel: {CLIENTS}, text: "{{{{ steps.approve.content }}}}"}}
 """
 
 
 def with_feed(stack: Stack) -> None:
-    """The workspace's activity channel, and a clients' channel outside the team."""
+    """The workspace's activity channel, a clients' channel outside the team, and an effect tool."""
+    (stack.workdir / "acme_tools.py").write_text("async def send_payment_reminder(data):\n    return {'sent': data['number']}\n")
     config = stack.workdir / "teammates.yml"
-    config.write_text(config.read_text().replace("currency: EUR}", f"currency: EUR, channels: {{activity: {FEED}}}}}"))
+    config.write_text(config.read_text().replace("currency: EUR}", f"currency: EUR, channels: {{activity: {FEED}}}}}")
+                      + "tools:\n  - {name: send_payment_reminder, description: Email a payment reminder, effect: true,\n"
+                        "     python: 'acme_tools:send_payment_reminder', input: {type: object, required: [number, text],\n"
+                        "     properties: {number: {type: string, description: the invoice number}, text: {type: string}}}}\n")
     stack.slack.add_channel(FEED, "team-activity", [ANA, NOVA["user"]])
     stack.slack.add_channel(CLIENTS, "clients", [NOVA["user"]])
 
@@ -61,6 +68,7 @@ EXPECTED = [
     f"Nova started reminders for <@{ANA}> from the command line",
     f"Nova asked <@{ANA}> to approve: Remind Acme Corp about 2024-015?",
     f"<@{ANA}> approved: Remind Acme Corp about 2024-015?",
+    "Nova sent a payment reminder to Acme Corp for invoice 2024-015",
     f"Nova posted a message in <#{CLIENTS}>",
     "Nova finished reminders",
 ]
