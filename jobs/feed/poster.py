@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from agents.channels import Channel, ChannelError, is_permanent
 from agents.messages import MessageRef
 from agents.tools.registry import known_tools, resolve
@@ -37,7 +39,8 @@ from storage.models import Activity, utcnow
 log = logging.getLogger(__name__)
 
 EVERY = 2.0  # seconds between passes
-PAGE = 500  # rows read per pass
+PAGE = 500  # rows read per query
+MAX_ROWS = 5000  # rows read per pass
 PASS_BUDGET = 20.0  # seconds a pass may spend posting; the rest waits for the next
 LOCK_TTL = 60.0  # seconds; a pass of a dead process holds the lock no longer
 POST_TIMEOUT = 30.0  # seconds one post may take, retries included; then it is left to the lease
@@ -50,10 +53,17 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 
 async def run_forever(rt: Runtime, every: float = EVERY) -> None:
-    """Pass after pass until cancelled; an error is logged and the next pass goes on."""
+    """Pass after pass until cancelled; an error is logged and the next pass goes on (Redis
+    away is said once, not every pass: the feed simply waits for it)."""
+    redis_away = False
     while True:
         try:
             await post_pending(rt)
+            redis_away = False
+        except RedisError as exc:
+            if not redis_away:
+                log.warning("activity feed waits for Redis: %s", exc)
+            redis_away = True
         except Exception:  # noqa: BLE001 - the feed must never stop the web process
             log.exception("activity feed pass failed")
         await asyncio.sleep(every)
@@ -76,10 +86,16 @@ async def post_pending(rt: Runtime) -> int:
 
 async def _pass(rt: Runtime) -> int:
     config = rt.loaded.config
+    rows: list[Activity] = []
+    marks: dict[int, Any] = {}
     async with rt.db.session() as session:
         after = await store.cursor(session, LOOK_BACK)
-        rows = await store.rows_after(session, after, PAGE)
-        marks = await store.marks(session, [row.id for row in rows])
+        while len(rows) < MAX_ROWS:  # past rows already posted but too young for the cursor to pass
+            page = await store.rows_after(session, rows[-1].id if rows else after, PAGE)
+            rows += page
+            marks.update(await store.marks(session, [row.id for row in page]))
+            if len(page) < PAGE:
+                break
         runs = await store.runs(session, {row.run_id for row in rows if row.run_id})
     words = _words(rt, _poster(rt, None))
     settled: set[int] = set()
