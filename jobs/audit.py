@@ -71,7 +71,7 @@ async def records(session: AsyncSession, since: datetime) -> list[Record]:
     out: list[Record] = []
     out += await _plans(session, since)
     runs = await _runs(session, since, out)
-    out += await _steps_and_effects(session, runs)
+    out += await _steps_and_effects(session, runs, since)
     out += await _approvals(session, since)
     out += await _activity(session, since)
     out += await _costs(session, since)
@@ -106,7 +106,7 @@ async def _runs(session: AsyncSession, since: datetime, out: list[Record]) -> di
     return found
 
 
-async def _steps_and_effects(session: AsyncSession, runs: dict[str, tuple[str, str]]) -> list[Record]:
+async def _steps_and_effects(session: AsyncSession, runs: dict[str, tuple[str, str]], since: datetime) -> list[Record]:
     out: list[Record] = []
     ids = list(runs)
     for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
@@ -117,16 +117,19 @@ async def _steps_and_effects(session: AsyncSession, runs: dict[str, tuple[str, s
             told = step.status + (f" after {step.attempt} attempts" if step.attempt > 1 else "") + (f": {step.error}" if step.error else "")
             out.append(Record(step.started_at, "step", actor=member, member=member, workflow=name, run_id=step.run_id,
                               step=step.step_path, description=f"Step {step.step_path}: {told}"))
-    for run_id in ids:
+    # A step's effects are `wf-<run id>-...`, its agents' tool effects `<run id>-...`: one read
+    # of the period's effects, matched to the runs by that prefix (run ids have a fixed length).
+    width = len(ids[0]) if ids else 0
+    done = await session.execute(select(Effect).where(Effect.created_at >= since).order_by(Effect.created_at))
+    for effect in done.scalars() if ids else []:
+        run_id = effect.id[3:3 + width] if effect.id.startswith("wf-") else effect.id[:width]
+        if run_id not in runs or effect.id[len(run_id) + (3 if effect.id.startswith("wf-") else 0):][:1] != "-":
+            continue
         name, member = runs[run_id]
-        # A step's effects are `wf-<run>-...`, its agents' tool effects `<run>-...`.
-        done = await session.execute(select(Effect).where(or_(Effect.id.startswith(f"wf-{run_id}-", autoescape=True),
-                                                              Effect.id.startswith(f"{run_id}-", autoescape=True))))
-        for effect in done.scalars():
-            result = effect.result or {}
-            detail = ", ".join(f"{k}: {result[k]}" for k in ("tool", "to", "channel", "subject") if result.get(k))
-            out.append(Record(effect.created_at, "effect", actor=member, member=member, workflow=name, run_id=run_id,
-                              description=f"{effect.kind} {effect.status}" + (f" ({detail})" if detail else "") + f" [{effect.id}]"))
+        result = effect.result or {}
+        detail = ", ".join(f"{k}: {result[k]}" for k in ("tool", "to", "channel", "subject") if result.get(k))
+        out.append(Record(effect.created_at, "effect", actor=member, member=member, workflow=name, run_id=run_id,
+                          description=f"{effect.kind} {effect.status}" + (f" ({detail})" if detail else "") + f" [{effect.id}]"))
     return out
 
 

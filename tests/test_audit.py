@@ -104,6 +104,8 @@ def test_the_export_lists_every_run_decision_and_cost_of_the_period_once_with_it
     turns = [r["turn_id"] for r in costs if r["turn_id"]]
     assert turns and len(turns) == len(set(turns))
     assert all(r["cost"] is None for r in records if r["kind"] != "cost")
+    # What ran outside: the approved run's post, as its step's effect record.
+    assert [r["description"].split(" (")[0] for r in records if r["kind"] == "effect" and r["run_id"] == approved_run] == ["post done"]
     assert kinds["step"] >= 5 and [r["time"] for r in records] == sorted(r["time"] for r in records)
 
     # The CSV: the README's columns, the same records.
