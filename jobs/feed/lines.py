@@ -26,6 +26,7 @@ _PAST = {"send": "sent", "post": "posted", "create": "created", "update": "updat
          "close": "closed", "open": "opened", "file": "filed", "submit": "submitted", "pay": "paid", "issue": "issued"}
 _RECIPIENT_KEYS = ("client", "customer", "company", "recipient", "to", "contact", "name", "email")
 _REFERENCE_KEYS = ("invoice", "invoice_number", "number", "order", "order_id", "lead", "lead_id", "ticket", "reference", "id")
+_SYSTEM = {"cli": "Someone at the command line", "scheduler": "The scheduler", "budget": "The budget check"}
 _VIA = {"schedule": "on its schedule", "webhook": "from a webhook", "chat": "from chat", "cli": "from the command line",
         "handoff": "on a handoff", "event": "on an event", "manual": "by hand"}
 
@@ -159,7 +160,7 @@ def _actor(row: Activity, words: Words) -> str:
         return words.mention(row.actor_id)
     if row.actor_type == "member":
         return words.member_name(row.actor_id)
-    return "The system" if row.actor_id in ("system", "") else row.actor_id.capitalize()
+    return _SYSTEM.get(row.actor_id, "The system")
 
 
 def _together(names: list[str]) -> str:
