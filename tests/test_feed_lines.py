@@ -51,3 +51,13 @@ def test_an_effect_says_what_was_sent_to_whom_about_what() -> None:
     assert effect_phrase("send_email", {"item": "x"}, {}) == "sent an email"
     assert effect_phrase("notify_partner", {}, {}) == "notified a partner"
     assert effect_phrase("escalate", {"number": 5}, {}) == "ran escalate for #5"
+
+
+def test_a_member_s_own_activity_channel_wins_over_the_workspace_s() -> None:
+    from teammates.config import Config
+
+    config = Config.model_validate({"workspace": {"channels": {"activity": "C0TEAM"}},
+                                    "members": [{"id": "nova", "name": "Nova", "role": "r", "channels": {"activity": "C0NOVA"}},
+                                                {"id": "casey", "name": "Casey", "role": "r"}]})
+    assert [config.activity_channel(m) for m in ("nova", "casey", None)] == ["C0NOVA", "C0TEAM", "C0TEAM"]
+    assert Config().activity_channel("nova") is None
