@@ -109,13 +109,18 @@ async def _pass(rt: Runtime) -> int:
         else:
             pending.setdefault(channel_id, []).append((row, text))
     deadline = time.monotonic() + PASS_BUDGET
+    # Side by side, and each to its end: a channel that fails (its record stays `posting`, the
+    # lease hands it to a later pass) neither stops the others nor outlives the pass's lock.
     results = await asyncio.gather(*(_post_channel(rt, channel_id, lines, deadline, settled)
-                                     for channel_id, lines in pending.items()))
+                                     for channel_id, lines in pending.items()), return_exceptions=True)
+    for channel_id, result in zip(pending, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("feed lines for %s not posted: %s", channel_id, result)
     moved = store.settled_before(rows, settled, utcnow() - QUIET_AFTER)
     if moved is not None and moved > after:
         async with rt.db.session() as session:
             await store.move_cursor(session, moved)
-    return sum(results)
+    return sum(result for result in results if isinstance(result, int))
 
 
 async def _post_channel(rt: Runtime, channel_id: str, lines: list[tuple[Activity, str]], deadline: float, settled: set[int]) -> int:
