@@ -115,6 +115,9 @@ def test_the_export_lists_every_run_decision_and_cost_of_the_period_once_with_it
     assert [(row["kind"], row["run_id"], row["approval_id"], row["activity_id"]) for row in table] == [
         (r["kind"], r["run_id"] or "", r["approval_id"] or "", str(r["activity_id"] or "")) for r in records]
     assert abs(sum(float(row["cost"]) for row in table if row["cost"]) - spent) < 1e-6
+    # A date that is no date is one clear line, not a traceback.
+    bad = stack.cli("audit", "export", "--since", "last tuesday")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--since" in bad.stderr
     # A period that starts after it all lists nothing.
     tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
     assert export(stack, tomorrow) == ""
