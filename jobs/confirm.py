@@ -63,7 +63,7 @@ def turn_gate(rt: Runtime, member: MemberProfile, conversation: MessageRef, requ
     level = autonomy.effective(None, member.autonomy)
 
     async def gate(tool: Tool[Any], ctx: ToolContext, raw: Any) -> Held | None:
-        inside = await team.conversations(rt.db) | {conversation.conversation}
+        inside = await team.conversations(rt.db, rt.loaded.config) | {conversation.conversation}
         what = autonomy.call_effect(tool.name, tool.effect, raw, inside)
         if what is None:
             return None

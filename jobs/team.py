@@ -11,6 +11,7 @@ import time
 from agents.members import MemberProfile
 from storage import members
 from storage.db import Database
+from teammates.config import Config
 
 TTL = 3.0
 _CACHE: dict[str, tuple[float, list[MemberProfile]]] = {}
@@ -31,10 +32,10 @@ async def member(db: Database, member_id: str) -> MemberProfile | None:
     return next((m for m in await profiles(db) if m.id == member_id), None)
 
 
-async def conversations(db: Database) -> frozenset[str]:
-    """The team's own channels: every member's activity and approvals channel. A post there
-    stays inside the team (`jobs.autonomy`)."""
-    found: set[str] = set()
+async def conversations(db: Database, config: Config) -> frozenset[str]:
+    """The team's own channels: every member's activity and approvals channel, and the
+    workspace's activity feed. A post there stays inside the team (`jobs.autonomy`)."""
+    found: set[str] = {config.workspace.channels.activity} if config.workspace.channels.activity else set()
     for m in await profiles(db):
         found.update(c for c in (m.activity_channel, m.approvals_channel) if c)
     return frozenset(found)

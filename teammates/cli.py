@@ -114,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         else:
             decide.add_argument("--reason", metavar="TEXT", help="why (at most 500 characters); the member learns from it")
 
+    audit = sub.add_parser("audit", help="the audit trail: who asked, what was planned, who approved, what ran, what it cost")
+    audit_sub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    audit_export = audit_sub.add_parser("export", help="every plan, run, step, effect, approval, decision, activity row and "
+                                                       "cost from a date on, one record per line (README: the columns)")
+    audit_export.add_argument("--since", required=True, metavar="DATE",
+                              help="a date (midnight in the workspace's time zone) or an ISO 8601 time")
+    audit_export.add_argument("--format", default="jsonl", choices=["jsonl", "csv"])
+
     secret = sub.add_parser("secret", help="store secrets for workflows ({{ secrets.NAME }})")
     ssub = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
     ssub.add_parser("set", help="value read from standard input").add_argument("name")
@@ -238,6 +246,10 @@ def _dispatch(args: argparse.Namespace, loaded: LoadedConfig) -> int:
                                      period=args.period, as_person=args.as_person))
         else:
             asyncio.run(u.budget_list(loaded, print, args.json))
+    if command == "audit":
+        from teammates import audit_cli
+
+        asyncio.run(audit_cli.export(loaded, args.since, args.format))
         return 0
     if command == "status":
         from teammates.status import status

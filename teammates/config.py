@@ -123,11 +123,16 @@ def _zone(value: str | None) -> str | None:
     return value
 
 
+class WorkspaceChannels(_Strict):
+    activity: str | None = None  # the activity feed of every member without one of its own
+
+
 class WorkspaceConfig(_Strict):
     name: str = "My team"
     locale: str = "en-GB"
     timezone: str = "UTC"
     currency: str = "EUR"
+    channels: WorkspaceChannels = Field(default_factory=WorkspaceChannels)
 
     @field_validator("timezone")
     @classmethod

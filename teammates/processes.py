@@ -28,6 +28,7 @@ from jobs import intake, queues, schedules
 from jobs import loop as job_loop
 from jobs import runtime as job_runtime
 from jobs.builder import expiry as plan_expiry
+from jobs.feed import poster as activity_feed
 from jobs.runs.reconcile import reconcile as reconcile_runs
 from jobs.runtime import Runtime
 from jobs.spend import ledger as spend_ledger
@@ -63,12 +64,14 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
     sweeper = asyncio.create_task(_sweep_forever(db, inbox, config.workers.sweep_every, timedelta(seconds=config.workers.sweep_after)))
     engine_rt = Runtime(loaded=loaded, db=db, channels=slack_channels(loaded), redis=redis)
     reconciler = asyncio.create_task(_reconcile_forever(engine_rt, config.workers.reconcile_every))
+    feed = asyncio.create_task(activity_feed.run_forever(engine_rt))  # off the request path: it only reads the table
     gc.collect()
     gc.freeze()  # start-up objects leave the collector's view: shorter pauses inside acks
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
     sweeper.cancel()
     reconciler.cancel()
+    feed.cancel()
     for handler in socket_handlers:
         await handler.close_async()
     await runner.cleanup()

@@ -63,7 +63,7 @@ async def prepare_database(loaded: LoadedConfig, db: Database) -> None:
     async with db.session() as session:
         await members.seed(
             session,
-            config.workspace.model_dump(),
+            config.workspace.model_dump(exclude={"channels"}),
             [p.model_dump() for p in config.people],
             [m.model_dump(include={"id", "name", "role", "description", "persona", "tools", "autonomy", "channels", "timezone"})
              for m in config.members],

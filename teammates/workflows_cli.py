@@ -26,8 +26,8 @@ from jobs.runtime import Runtime
 from jobs.workflows import apply as core
 from jobs.workflows.apply import Source
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
+from storage import activity, members
 from storage import approvals as approval_store
-from storage import members
 from storage import secrets as secret_store
 from storage import workflows as store
 from storage.db import Database
@@ -75,7 +75,7 @@ async def apply(loaded: LoadedConfig, files: list[str], say: Say, as_person: str
             raise ConfigError(f"{file}: not a UTF-8 text file") from None
         sources.append(Source(file, text))
     async with opened(loaded) as db:
-        inside = await team.conversations(db)
+        inside = await team.conversations(db, loaded.config)
         try:
             async with db.session() as session:
                 results = await core.apply(session, sources, created_by=by,
@@ -156,7 +156,13 @@ async def set_status(loaded: LoadedConfig, name: str, status: str, say: Say) -> 
             row = await store.by_name(session, name)
             if row is None:
                 raise ConfigError(f"no workflow named {name!r}")
+            changed = row.status != status
             await store.set_status(session, row.id, status)
+            if changed:  # in the feed beside what members did
+                await activity.record(session, member_id=row.member_id, actor_type="system", actor_id="cli",
+                                      action="workflow_paused" if status == "paused" else "workflow_resumed",
+                                      description=f"{'Paused' if status == 'paused' else 'Resumed'} {name} from the command line",
+                                      entity_type="workflow", entity_id=name)
         if status == "active":
             await _reconcile_quietly(loaded, db)
     say(f"{name}: {'paused' if status == 'paused' else 'active'}")

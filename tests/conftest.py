@@ -58,7 +58,6 @@ members:
     description: Tracks invoices and payments, sends reminders.
     persona: Professional but friendly. Always confirm before contacting clients.
     tools: [get_thread_history, lookup_user, post_message]
-    channels: {activity: C0GENERAL1}  # the team's feed: posts there stay inside the team (autonomy)
     slack:
       bot_token: ${NOVA_SLACK_BOT_TOKEN}
       signing_secret: ${NOVA_SLACK_SIGNING_SECRET}
@@ -66,6 +65,9 @@ members:
     name: Casey
     role: Sales & Leads
     tools: [lookup_user]
+    # A team room (any member's approvals or activity channel): posts there stay inside the team
+    # (autonomy). Not an activity channel, so no test but the feed's sees feed lines.
+    channels: {approvals: C0GENERAL1}
     slack:
       bot_token: ${CASEY_SLACK_BOT_TOKEN}
       signing_secret: ${CASEY_SLACK_SIGNING_SECRET}

@@ -68,7 +68,7 @@ def test_apply_refuses_effects_the_autonomy_does_not_allow_and_auto_from_a_non_a
     assert apply_as(stack, "payment-reminders.yml", reminders("autonomy: auto"), "ana") == (0, "")
     # An approval before it on its path (inside the foreach) is what `approve` asks for.
     assert apply_as(stack, "payment-reminders.yml", reminders("autonomy: approve", APPROVAL), BOB) == (0, "")
-    # Posts into the team's own channels (a member's activity channel) stay inside the team.
+    # Posts into the team's own channels (a member's activity or approvals channel) stay inside the team.
     team = f"name: feed\nmember: nova\ntrigger: {{manual: {{}}}}\nsteps:\n  - {{id: tell, post: {{channel: {GENERAL}, text: hi}}}}\n"
     assert apply_as(stack, "feed.yml", team, BOB) == (0, "")
     listed = {w["name"]: w["version"] for w in json.loads(stack.cli("workflow", "list", "--json").stdout)}
@@ -197,7 +197,8 @@ def test_post_message_elsewhere_from_a_dm_asks_first_and_posts_once_after_the_pe
 
 def test_a_notify_member_refuses_effects_in_conversations(stack: Stack) -> None:
     config = stack.workdir / "teammates.yml"
-    config.write_text(config.read_text().replace("    channels: {activity: C0GENERAL1}", "    autonomy: notify"))
+    config.write_text(config.read_text().replace("    tools: [get_thread_history, lookup_user, post_message]\n",
+                                                "    tools: [get_thread_history, lookup_user, post_message]\n    autonomy: notify\n"))
     with_clients_channel(stack)
     stack.up()
     stack.llm.script(Reply(tool_uses=[{"name": "post_message", "input": {"channel": CLIENTS, "text": "Hello clients"}}]),

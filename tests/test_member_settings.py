@@ -61,7 +61,7 @@ def test_a_config_form_changes_the_persona_the_next_turn_uses_and_wins_over_the_
     status, _ = stack.driver().view_submission(view, VALUES, user_id=ANA)
     assert status == 200
     wait_until(lambda: saved(stack), what="the saved notice")
-    assert saved(stack)[0] == "Saved: persona, timezone, budget. Every part of the team uses it within seconds."
+    assert saved(stack)[0] == "Saved: persona, timezone, channels, budget. Every part of the team uses it within seconds."
 
     stack.driver().dm(ANA, "who are you?", channel=NOVA_DM)
     wait_until(lambda: seen, what="the next turn")
@@ -95,4 +95,4 @@ def test_a_config_form_changes_the_persona_the_next_turn_uses_and_wins_over_the_
     from tests.test_turns import activity_rows
 
     lines = [r["description"] for r in activity_rows(stack, "member.config")]
-    assert len(lines) == 3 and any("persona" in line and "ship's captain" in line for line in lines)
+    assert len(lines) == 4 and any("persona" in line and "ship's captain" in line for line in lines)

@@ -105,7 +105,7 @@ def test_tools_post_to_a_channel_and_look_up_a_colleague(stack: Stack) -> None:
     )
     stack.driver().dm(ANA, "Tell #general invoices are due Friday", channel=NOVA_DM)
     posts = stack.slack.wait_for_posts(3, token=NOVA["token"])
-    # #general is the team's feed (nova's activity channel): posted at once. Any other channel
+    # #general is a team room (casey's approvals channel): posted at once. Any other channel
     # is outside the team: Nova asks Ana first with a card (tests/test_autonomy.py).
     assert posts[0]["channel"] == GENERAL and posts[0]["text"] == "Invoices are due Friday."
     assert posts[1]["channel"] == NOVA_DM and posts[1]["text"].startswith("Nova wants to post in <#C0NOTHERE1>")

@@ -118,7 +118,7 @@ async def propose(rt: Runtime, ctx: ToolContext, document: dict[str, Any], *, ch
         try:
             await core.apply(session, [core.Source(source, text)], created_by=person or ctx.user_id, check_only=True,
                              admin=people.is_admin(ctx.user_id, platform), home_conversation=ctx.conversation.conversation,
-                             team_conversations=await team.conversations(rt.db))
+                             team_conversations=await team.conversations(rt.db, rt.loaded.config))
         except core.ApplyError as exc:
             raise ToolError(f"{exc}. Ask the person for what is missing or wrong rather than guessing.") from None
         definition = WorkflowDefinition.model_validate(doc)
@@ -245,7 +245,7 @@ async def start(rt: Runtime, plan: Plan, by: str) -> tuple[str, str]:
                                        created_by=plan.person or plan.requester,
                                        admin=people.is_admin(plan.requester, plan.platform) or people.is_admin(by, plan.platform),
                                        home_conversation=plan.conversation,
-                                       team_conversations=await team.conversations(rt.db))
+                                       team_conversations=await team.conversations(rt.db, rt.loaded.config))
             workflow = await workflow_store.by_name(session, plan.workflow)
             assert workflow is not None
             await store.set_home(session, workflow.id, home)

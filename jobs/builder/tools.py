@@ -29,7 +29,7 @@ from jobs.runs.settings import settings as run_settings
 from jobs.runs.start import start_run
 from jobs.runtime import Runtime
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
-from storage import members
+from storage import activity, members
 from storage import workflows as store
 from storage.models import Workflow
 
@@ -106,8 +106,14 @@ def for_runtime(rt: Runtime) -> list[Tool[Any]]:
             row = await store.by_name(session, name)
             if row is None:
                 raise ToolError(f"no workflow named {name!r}")
-            may_manage(People.from_config(rt.loaded.config), row.member_id, row.created_by, ctx.member.id, ctx.user_id,
-                        ctx.channel.platform, "pause or resume")
+            people = People.from_config(rt.loaded.config)
+            may_manage(people, row.member_id, row.created_by, ctx.member.id, ctx.user_id, ctx.channel.platform, "pause or resume")
+            if row.status != status:  # the person's action, in the feed beside the member's
+                who = people.person_of(ctx.user_id, ctx.channel.platform) or ctx.user_id
+                await activity.record(session, member_id=row.member_id, actor_type="person", actor_id=who,
+                                      action="workflow_paused" if status == "paused" else "workflow_resumed",
+                                      description=f"{'Paused' if status == 'paused' else 'Resumed'} {name} from chat",
+                                      entity_type="workflow", entity_id=name)
             await store.set_status(session, row.id, status)
         if status == "active" and rt.redis is not None:
             await schedules.reconcile(rt.db, rt.redis)

@@ -179,7 +179,7 @@ def _effect_tools() -> frozenset[str]:
 async def _inside(rt: Runtime, origin: Origin | None) -> frozenset[str]:
     """Where a post of this run stays inside the team: its origin conversation and the
     team's channels (`jobs.team`)."""
-    inside = await team.conversations(rt.db)
+    inside = await team.conversations(rt.db, rt.loaded.config)
     return inside | {origin.conversation} if origin is not None and origin.conversation else inside
 
 

@@ -188,7 +188,7 @@ async def tell(rt: Runtime, run: WorkflowRun, definition: WorkflowDefinition, ro
         return channel.mention(user) if channel is not None else user
 
     outcome = summarize(definition, run, rows, agent_effects, origin, mention, people,
-                        await team.conversations(rt.db))
+                        await team.conversations(rt.db, rt.loaded.config))
     text = outcome.sentence()
     worth = outcome.worth_telling and bool(origin.conversation or origin.person)
     async with rt.db.session() as session:

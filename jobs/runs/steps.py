@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.feed import facts
 from jobs.runs import approvals, kinds, progress, queueing, secrets
 from jobs.runs.advance import FINISHING, advance_in, stored
 from jobs.runs.definitions import find_step, load_version
@@ -103,7 +104,7 @@ async def run_step(rt: Runtime, run_id: str, path: str) -> str:
                                        output=stored(output), finished_at=utcnow(), lease_until=None, error=None)
         feed = [activity.entry(member_id=definition.member, actor_type="member", actor_id=definition.member,
                                action="step_done", description=f"{definition.name}: {path} done", entity_type="step",
-                               entity_id=path, run_id=run_id)] if done else []
+                               entity_id=path, run_id=run_id, details=facts.of_step(step, ctx.get("item"), output))] if done else []
         # The next advance runs in this transaction (no extra job per step), and writes `feed`.
         advanced, to_queue = await advance_in(session, run_id, config, feed)
     queueing.enqueue_steps(rt.redis, run_id, to_queue)
