@@ -105,7 +105,7 @@ async def set_paused(rt: Runtime, member_id: str, user_id: str, platform: str, c
         changed = await (members.pause(session, member_id, person) if pause else members.resume(session, member_id))
         if changed:
             await activity.record(session, member_id=member_id, actor_type="person", actor_id=person,
-                                  action="member.paused" if pause else "member.resumed",
+                                  action="member_paused" if pause else "member_resumed",
                                   description=f"{person} {'paused' if pause else 'resumed'} {profile.name}",
                                   entity_type="member", entity_id=member_id)
         now = await paused(session, member_id)

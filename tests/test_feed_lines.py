@@ -38,6 +38,8 @@ def test_lines_read_as_what_someone_did() -> None:
         "Nova handed payment-reminders over to Casey"
     assert line(row("workflow_paused", "Paused reminders from chat", "person", "ana", entity_type="workflow", entity_id="reminders"),
                 WORDS) == "<@ANA> paused reminders"
+    assert line(row("member_paused", "ana paused Nova", "person", "ana", entity_type="member", entity_id="nova"),
+                WORDS) == "<@ANA> paused Nova"
     # An action recorded elsewhere that this module has no words for still reads as who did what.
     assert line(row("budget.set", "Budget member:nova set to 200 EUR a month", "person", "ana"), WORDS) == \
         "<@ANA>: Budget member:nova set to 200 EUR a month"

@@ -158,7 +158,7 @@ def test_pause_stops_workflows_and_dms_answer_paused_and_resume_restores_both(st
     assert len(skipped) == 1 and "Nova is paused" in run_error(stack, skipped[0]["id"])
     refused = stack.cli("workflow", "run", "daily-report")
     assert refused.returncode != 0 and "Nova is paused" in refused.stderr
-    assert not [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL]
+    assert not [p for p in stack.slack.posts_by(NOVA["token"]) if p["channel"] == GENERAL and p["text"] == "Daily report"]
 
     assert "is back" in shown(command(stack, "resume", ANA))
     stack.llm.script(Reply(text="None today."))

@@ -82,8 +82,8 @@ async def _do(rt: Runtime, action: InboundAction, channel: Channel) -> tuple[str
     async with rt.db.session() as session:
         await store.set_status(session, row.id, status)
         await activity.record(session, member_id=row.member_id, actor_type="person", actor_id=person,
-                              action=f"workflow.{'paused' if status == 'paused' else 'resumed'}",
-                              description=f"{person} {'paused' if status == 'paused' else 'resumed'} {name}",
+                              action="workflow_paused" if status == "paused" else "workflow_resumed",
+                              description=f"{'Paused' if status == 'paused' else 'Resumed'} {name} from chat",
                               entity_type="workflow", entity_id=name)
     if status == "active" and rt.redis is not None:
         await schedules.reconcile(rt.db, rt.redis)  # its next slot, queued again

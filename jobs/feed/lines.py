@@ -90,6 +90,8 @@ def line(row: Activity, words: Words, run: RunFacts | None = None) -> str | None
         if row.actor_type != "person":
             return row.description
         return f"{who} {'paused' if action == 'workflow_paused' else 'resumed'} {row.entity_id}"
+    if action in ("member_paused", "member_resumed") and row.actor_type == "person":
+        return f"{who} {'paused' if action == 'member_paused' else 'resumed'} {name}"
     if action == "message.failed":
         return f"{name} {_lower(row.description)}"
     if action.startswith("effect_") and row.actor_type == "person":  # a person's answer to a member's confirmation card
