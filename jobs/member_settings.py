@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from agents.channels import ChannelError
+from agents.channels import Channel, ChannelError
 from agents.messages import Form, FormInput, InboundAction
 from jobs import team
 from jobs.people import People
@@ -51,9 +51,10 @@ class Settings:
     budget: Limit | None
 
 
-async def form_for(db: Database, config: Config, member_id: str, user_id: str, platform: str = "slack") -> Form | str:
+async def form_for(db: Database, config: Config, member_id: str, user_id: str, platform: str = "slack",
+                   channel: Channel | None = None) -> Form | str:
     """The settings form, filled with the member's current values; or why it is not offered."""
-    if not People.from_config(config).is_admin(user_id, platform):
+    if not await People.from_config(config).may_administer(user_id, platform, channel):
         return "Only an admin can change my settings."
     async with db.session() as session:
         profile = await members.profile(session, member_id)
@@ -120,7 +121,7 @@ async def submit(rt: Runtime, action: InboundAction) -> str:
     config = rt.loaded.config
     channel = rt.channels(action.platform, action.member_id)
     member_id = action.object_id
-    if not People.from_config(config).is_admin(action.user_id, action.platform):
+    if not await People.from_config(config).may_administer(action.user_id, action.platform, channel):
         await _tell(channel, action, "Only an admin can change my settings; nothing changed.")
         return "refused: not an admin"
     try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs import capacity
+from jobs.console.pages import duration
 from jobs.queues import redis_from_url
 from jobs.spend import balances
 from storage import inbound, performance, usage
@@ -88,7 +89,7 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
         today = max(p["cost_per_day"]) if p["cost_per_day"] else None
         say(f"performance {member} (30 days): {p['tasks_done']} tasks done, {p['tasks_failed']} failed; approvals "
             f"{p['approvals_asked']} asked, {p['approvals_approved']} approved, {p['approvals_rejected']} rejected, "
-            f"{p['approvals_expired']} expired" + (f"; median {_duration(wait)} to a decision" if wait is not None else "")
+            f"{p['approvals_expired']} expired" + (f"; median {duration(wait)} to a decision" if wait is not None else "")
             + (f"; {p['cost_per_day'][today]:,.4f} {currency} on {today}" if today else ""))
     for name, t in sorted(workflow_tokens.items()):
         say(f"tokens of workflow {name}: {t['input']} in, {t['output']} out in {t['runs']} run(s)")
@@ -96,10 +97,3 @@ async def status(loaded: LoadedConfig, say: Callable[[str], None], as_json: bool
     for m in failed:
         say(f"  #{m.id} {m.member_id} in {m.channel} from {m.user_id}, {m.attempts} attempt(s): {m.error}")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

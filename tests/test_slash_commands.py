@@ -68,7 +68,7 @@ def actions(answer: Json) -> list[str]:
 
 
 def member_status(stack: Stack) -> str:
-    [fields] = [b["fields"] for b in command(stack, "status", ANA)["blocks"] if b.get("fields")]
+    fields = [b["fields"] for b in command(stack, "status", ANA)["blocks"] if b.get("fields")][0]  # the member's own card
     return str(fields[1]["text"])
 
 
@@ -78,6 +78,7 @@ def test_every_subcommand_as_an_admin(stack: Stack) -> None:
     assert "/nova status" in shown(command(stack, "help", ANA)) and "/nova pause" in shown(command(stack, "help", ANA))
     status = shown(command(stack, "status", ANA))
     assert "Nova — Finance & Admin" in status and "Active" in status and "Workflows active" in status
+    assert "Last 30 days" in status and "0 done, 0 failed" in status and "0 asked" in status  # seed 003's figures
     workflows = command(stack, "workflows", ANA)
     assert "daily-report" in shown(workflows) and "Every day at 09:00 (Amsterdam time)" in shown(workflows) and "Next run" in shown(workflows)
     assert actions(workflows) == ["workflow.pause", "workflow.run"]  # Ana is an admin (and its creator)
@@ -236,6 +237,9 @@ def test_workspace_admins_are_admins_only_when_the_config_says_so(stack: Stack) 
     (stack.workdir / "teammates.yml").write_text(CONFIG.replace("server: {", "slack: {admins_from_workspace: true}\nserver: {", 1))
     stack.up()
     assert "Casey — Sales & Leads" in shown(command(stack, "team", BOB))
+    status, _ = stack.driver().slash_command("/nova", "config", user_id=BOB, channel_id=GENERAL)
+    assert status == 200  # the settings form opens for a workspace admin too
+    wait_until(lambda: [v for v in stack.slack.views() if v["type"] == "modal"], what="the settings form for Bob")
 
 
 def test_a_paused_members_workflows_refuse_run_now_and_webhooks_clearly_until_resumed(stack: Stack) -> None:

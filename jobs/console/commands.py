@@ -113,7 +113,8 @@ async def status_page(rt: Runtime, profile: MemberProfile, viewer: str, platform
     card = pages.who_card(profile, config, channel.mention, active=sum(1 for i in items if i.row.status == "active"),
                           pending=pending, spend=await facts.member_spend(rt, profile.id, period.since), period=period,
                           budget=await facts.budget_use(rt, f"member:{profile.id}"))
-    return Page(text="", cards=(card,))
+    lately = pages.performance_card(await facts.member_performance(rt, profile.id), config, facts.PERFORMANCE_DAYS)
+    return Page(text="", cards=(card, lately))
 
 
 async def team_page(rt: Runtime, member_id: str, channel: Channel) -> Page:

@@ -4,7 +4,7 @@ run, its runs, the approvals a person may decide, spend this period. Read-only."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from agents.channels import Channel
@@ -13,10 +13,11 @@ from jobs.builder import words
 from jobs.people import People
 from jobs.runtime import Runtime
 from jobs.workflows.definition import ScheduleTrigger, WorkflowDefinition
-from storage import approvals, budgets, members, usage
+from storage import approvals, budgets, members, performance, usage
 from storage import workflows as store
 from storage.budgets import Limit
 from storage.models import Approval, StepRun, Workflow, WorkflowRun
+from storage.performance import Performance
 
 RUNS_SHOWN = 5
 
@@ -100,6 +101,17 @@ async def period(rt: Runtime, member_id: str, now: datetime | None = None) -> Pe
     if name == "day":
         return Period("day", datetime(local.year, local.month, local.day, tzinfo=zone), "today")
     return Period("month", datetime(local.year, local.month, 1, tzinfo=zone), f"{local:%B %Y}")
+
+
+PERFORMANCE_DAYS = 30
+
+
+async def member_performance(rt: Runtime, member_id: str, now: datetime | None = None) -> Performance:
+    """Seed 003's figures of the member over the last `PERFORMANCE_DAYS` days."""
+    since = (now or datetime.now(UTC)) - timedelta(days=PERFORMANCE_DAYS)
+    async with rt.db.session() as session:
+        found = await performance.of_members(session, [member_id], since, rt.loaded.config.workspace.timezone)
+    return found[member_id]
 
 
 async def member_spend(rt: Runtime, member_id: str, since: datetime) -> Spend:

@@ -32,4 +32,4 @@ async def form_for(db: Database, config: Config, action: InboundAction, channel:
         member_settings,  # its form: role, description, persona, autonomy, channels, time zone, budget
     )
 
-    return await member_settings.form_for(db, config, action.member_id, action.user_id, action.platform)
+    return await member_settings.form_for(db, config, action.member_id, action.user_id, action.platform, channel)

@@ -19,6 +19,7 @@ from agents.messages import (
 from jobs.console.facts import BudgetUse, Period, Spend, WorkflowFacts
 from jobs.spend import notices
 from storage.models import Activity, StepRun, Workflow, WorkflowRun, utcnow
+from storage.performance import Performance
 from teammates.config import Config
 
 ERROR_SHOWN = 300  # characters of a failed step's error
@@ -76,6 +77,27 @@ def who_card(profile: MemberProfile, config: Config, mention: Mention, *, active
         fields.append(Field("Budget", budget_text(budget, config)))
     return Card(text=f"{profile.name}: {profile.role}", title=f"{profile.name} — {profile.role}", fields=tuple(fields),
                 body=profile.description)
+
+
+def performance_card(p: Performance, config: Config, days: int) -> Card:
+    """How the member did lately: tasks, approvals and how fast people decide, cost per day."""
+    wait = p.median_seconds_to_decision
+    decided = "" if wait is None else f"; median {duration(wait)} to a decision"
+    recent = sorted(p.cost_per_day.items())[-7:]
+    costs = ", ".join(f"{day[5:]}: {cost:,.2f}" for day, cost in recent) or "nothing spent"
+    return Card(text=f"Last {days} days", title=f"Last {days} days", fields=(
+        Field("Tasks", f"{p.tasks_done} done, {p.tasks_failed} failed"),
+        Field("Approvals", f"{p.approvals_asked} asked: {p.approvals_approved} approved, {p.approvals_rejected} rejected, "
+                           f"{p.approvals_expired} expired{decided}"),
+        Field(f"Cost per day ({config.workspace.currency})", costs),
+    ))
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4 min, 2.5 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def spend_text(spend: Spend, config: Config) -> str:
