@@ -305,3 +305,31 @@ def test_approvals_shows_the_viewers_pending_requests_with_buttons_that_decide_t
     click(stack, mine, "approval.approve", ANA)
     assert wait_status(stack, run_id, "completed", "failed")["status"] == "completed"
     assert "Nothing waits for your approval" in shown(command(stack, "approvals", ANA))
+
+
+def test_a_run_now_asked_again_after_a_crash_starts_no_second_run(stack: Stack) -> None:
+    """The job that does a Run now click may die after the run started and before the click is
+    marked done; the sweeper then runs it again. The click's key is stored with the run."""
+    import asyncio
+
+    import redis as redis_lib
+
+    from jobs.runs.start import start_run
+    from storage.db import Database
+
+    stack.up()
+    apply(stack, DAILY)
+
+    async def twice() -> list[str | None]:
+        db = Database(stack.env["DATABASE_URL"])
+        client = redis_lib.Redis.from_url(stack.env["REDIS_URL"])
+        try:
+            return [await start_run(db, client, "daily-report", "manual", {}, once="click-abc") for _ in range(2)]
+        finally:
+            client.close()
+            await db.close()
+
+    first, again = asyncio.run(twice())
+    assert first is not None and again == first
+    listed = json.loads(stack.cli("runs", "--workflow", "daily-report", "--json").stdout)
+    assert [r["id"] for r in listed] == [first]

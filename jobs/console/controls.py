@@ -11,6 +11,7 @@ Invariants a reader must not break:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from agents.channels import Channel, ChannelError
@@ -69,7 +70,9 @@ async def _do(rt: Runtime, action: InboundAction, channel: Channel) -> tuple[str
         origin = Origin(via="chat", platform=action.platform, person=person)
         assert rt.redis is not None
         try:
-            run_id = await start_run(rt.db, rt.redis, name, "manual", {}, settings=run_settings(rt), origin=origin)
+            # Keyed by the click: a retried job (its worker died after the start) starts no second run.
+            once = "click-" + hashlib.sha256(action.key.encode()).hexdigest()[:40]
+            run_id = await start_run(rt.db, rt.redis, name, "manual", {}, settings=run_settings(rt), origin=origin, once=once)
         except MemberPaused as exc:
             return "refused", str(exc)
         except InputError as exc:

@@ -20,6 +20,7 @@ from jobs.runs.origin import Origin
 from jobs.runs.settings import RunSettings
 from jobs.workflows.definition import EventTrigger
 from storage import activity, members
+from storage import webhooks as deliveries
 from storage import workflows as store
 from storage.db import Database
 from storage.models import WorkflowRun
@@ -37,20 +38,36 @@ class ChainTooDeep(Exception):
 
 async def start_run(db: Database, redis: Redis, workflow_name: str, trigger: str, run_input: dict[str, Any],
                     slot: int | None = None, settings: RunSettings | None = None, *, defer: bool = False,
-                    origin: Origin | None = None) -> str | None:
+                    origin: Origin | None = None, once: str | None = None) -> str | None:
     """Create a run of the workflow's active version and queue its first steps; None when
     that schedule slot already has a run. `defer`, `origin`: see `start_loaded`. A paused
-    member's workflow raises `MemberPaused` (nothing is written)."""
-    async with db.session() as session:
-        workflow = await store.by_name(session, workflow_name)
-        if workflow is None:
-            raise LookupError(f"no workflow named {workflow_name!r}")
-        halted = await pauses.refusal(session, None, workflow.member_id)
-        if halted:
-            raise MemberPaused(f"{workflow_name} does not run: {halted}")
-        run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer, origin=origin)
+    member's workflow raises `MemberPaused` (nothing is written). `once`: the id of what asked
+    (a click): it is stored with the run, in its transaction, so asking again (a retried job)
+    returns that run instead of starting a second one."""
+    try:
+        async with db.session() as session:
+            workflow = await store.by_name(session, workflow_name)
+            if workflow is None:
+                raise LookupError(f"no workflow named {workflow_name!r}")
+            if once is not None and (earlier := await deliveries.delivered_run(session, workflow.id, once)):
+                return earlier
+            halted = await pauses.refusal(session, None, workflow.member_id)
+            if halted:
+                raise MemberPaused(f"{workflow_name} does not run: {halted}")
+            run_id, to_queue = await start_loaded(session, workflow, trigger, run_input, slot, settings, defer=defer, origin=origin)
+            if once is not None and run_id is not None and not await deliveries.record_delivery(session, workflow.id, once, run_id):
+                raise _Started(workflow.id)  # a concurrent attempt started it: this run rolls back
+    except _Started as lost:
+        async with db.session() as session:
+            return await deliveries.delivered_run(session, lost.workflow_id, once or "")
     queueing.enqueue_steps(redis, run_id, to_queue)
     return run_id
+
+
+class _Started(Exception):
+    def __init__(self, workflow_id: int) -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id
 
 
 async def start_loaded(session: Any, workflow: Any, trigger: str, run_input: dict[str, Any], slot: int | None = None,
