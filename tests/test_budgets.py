@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.conftest import ANA, BOB, NOVA, NOVA_DM, Stack, free_port, healthy, wait_until
 from tests.fakes.anthropic_api import Reply
+from tests.test_capacity import people_dming_nova
 
 OUT = 16  # max_tokens, and what every answer of the fake uses: a call's worst case is its real use
 INPUT = 3000  # the fake's input tokens per call, and its count_tokens answer (its requests are ~7,000 bytes)
@@ -33,16 +34,6 @@ def configure(stack: Stack, budgets: str) -> None:
     old = next(line for line in text.splitlines() if line.startswith("llm:"))
     text = text.replace(old, f"llm: {{model: claude-test-model, timeout: 5, max_retries: 1, max_iterations: 4, max_tokens: {OUT}}}")
     path.write_text(text + budgets)
-
-
-def people(stack: Stack, count: int) -> list[tuple[str, str]]:
-    found = []
-    for i in range(count):
-        user, dm = f"U0P{i:07d}", f"D0P{i:07d}"
-        stack.slack.add_user(user, f"person{i}")
-        stack.slack.add_im(dm, user, NOVA["user"])
-        found.append((user, dm))
-    return found
 
 
 def calls(stack: Stack) -> list[dict[str, Any]]:
@@ -69,7 +60,7 @@ def test_a_member_budget_for_five_turns_answers_five_of_twenty_concurrent_people
     configure(stack, f"budgets: {{members: {{nova: {{tokens: {5 * PER_CALL}, period: month}}}}}}\n")
     stack.up(workers=2)
     stack.llm.set_responder(lambda _body: fixed())
-    crowd = people(stack, 20)
+    crowd = people_dming_nova(stack, 20)
     driver = stack.driver()
     threads = [threading.Thread(target=driver.dm, args=(user, f"question from {user}"), kwargs={"channel": dm}) for user, dm in crowd]
     for t in threads:
@@ -204,7 +195,7 @@ def test_two_instances_on_one_database_never_overshoot_a_budget_together(stack: 
 
     second = SlackDriver(f"http://127.0.0.1:{other}/slack/nova/events", creds["secret"], bot_user_id=creds["user"], slack=stack.slack)
     wait_until(lambda: healthy(other), timeout=30, what="the second instance")
-    crowd = people(stack, 12)
+    crowd = people_dming_nova(stack, 12)
     drivers = [stack.driver(), second]
     threads = [threading.Thread(target=drivers[i % 2].dm, args=(user, f"q {user}"), kwargs={"channel": dm}) for i, (user, dm) in enumerate(crowd)]
     for t in threads:

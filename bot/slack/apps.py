@@ -17,7 +17,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.response import BoltResponse
 
 from agents.channels import ChannelError
-from agents.messages import InboundAction
+from agents.messages import Form, InboundAction
 from bot.inbox import Inbox
 from bot.slack.actions import from_click, from_command, from_submission
 from bot.slack.channel import SlackChannel, web_client
@@ -60,7 +60,10 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
         await ack()
 
     async def _open_form(action: InboundAction) -> None:
-        answer = await form_for(inbox.db, action)
+        await _show_form(action, await form_for(inbox.db, action))
+
+    async def _show_form(action: InboundAction, answer: Form | str) -> None:
+        """The form the click opens (its trigger lives 3 s), or the sentence that answers instead."""
         try:
             if isinstance(answer, str):
                 await channel.notice(action.where, action.user_id, answer)
@@ -80,14 +83,7 @@ def member_app(member_id: str, bot_token: str, signing_secret: str, api_url: str
         await ack()
 
     async def _open_command_form(action: InboundAction) -> None:
-        answer = await forms.form_for(inbox.db, config, action, channel)
-        try:
-            if isinstance(answer, str):
-                await channel.notice(action.where, action.user_id, answer)
-            elif action.trigger:
-                await channel.open_form(action.trigger, answer, action.where)
-        except ChannelError as exc:
-            log.warning("form not opened: %s", exc.code, extra={"member": member_id})
+        await _show_form(action, await forms.form_for(inbox.db, config, action, channel))
 
     async def on_home_opened(body: dict[str, Any]) -> None:
         """Recorded (a redelivery finds its row), then a job publishes the tab for the person."""

@@ -103,34 +103,33 @@ class SlackChannel:
     async def notice(self, where: MessageRef | None, user_id: str, text: str) -> None:
         """chat.postEphemeral in the conversation; a DM when that cannot reach them (not in
         the channel, or no conversation at all)."""
-        if where is not None and where != HOME_TAB:
-            kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, "text": text}
-            if where.thread:
-                kwargs["thread_ts"] = where.thread
-            try:
-                await self._call("chat_postEphemeral", **kwargs)
-                return
-            except ChannelError as exc:
-                if exc.code not in _UNREACHABLE:
-                    raise
-        await self.notify(user_id, text)
+        if not await self._ephemeral(where, user_id, text=text):
+            await self.notify(user_id, text)
 
     async def show(self, where: MessageRef | None, user_id: str, page: Page) -> None:
         """chat.postEphemeral with the page's blocks in the conversation (a slash command's
         answer); a DM when the member cannot post there (a channel it is not in)."""
         blocks = page_blocks(page)
-        if where is not None and where != HOME_TAB:
-            kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, "text": page.text, "blocks": blocks}
-            if where.thread:
-                kwargs["thread_ts"] = where.thread
-            try:
-                await self._call("chat_postEphemeral", **kwargs)
-                return
-            except ChannelError as exc:
-                if exc.code not in _UNREACHABLE:
-                    raise
+        if await self._ephemeral(where, user_id, text=page.text, blocks=blocks):
+            return
         opened = await self._call("conversations_open", users=user_id)
         await self._call("chat_postMessage", channel=str(opened["channel"]["id"]), text=page.text, blocks=blocks)
+
+    async def _ephemeral(self, where: MessageRef | None, user_id: str, **message: Any) -> bool:
+        """chat.postEphemeral in the conversation (its thread, if any); False when there is none,
+        or it cannot reach the person there (the caller then writes to them directly)."""
+        if where is None or where == HOME_TAB:
+            return False
+        kwargs: dict[str, Any] = {"channel": where.conversation, "user": user_id, **message}
+        if where.thread:
+            kwargs["thread_ts"] = where.thread
+        try:
+            await self._call("chat_postEphemeral", **kwargs)
+        except ChannelError as exc:
+            if exc.code not in _UNREACHABLE:
+                raise
+            return False
+        return True
 
     async def publish_home(self, user_id: str, page: Page) -> None:
         """views.publish with the member's own token: its App Home for that person."""
